@@ -1,0 +1,320 @@
+"""Settings: one immutable object built from an INI file and the environment.
+
+Every key is declared once below with the converter that turns its text into a typed value, so an unknown key
+or a malformed value stops start-up with a message that names the file, the section and the key::
+
+    settings = load_settings("/etc/lockllm/lockllm.ini")
+    settings.scanner.timeout  # -> 5.0
+
+`LOCKLLM_API_KEY` in the environment wins over `[scanner] api_key`, so the key can stay out of the file.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
+
+DEFAULT_SCANNER_URL = "https://api.lockllm.com/v1/scan"
+# The scan budget of one whole request, retries included: an LLM call already takes seconds, but a gateway that
+# adds more than a few when the scanner is sick is worse than failing by the configured fail mode.
+DEFAULT_SCAN_TIMEOUT = 5.0
+DEFAULT_RETRIES = 2
+DEFAULT_CACHE_TTL = 7 * 24 * 3600
+DEFAULT_THRESHOLD = 0.5
+# 10 MiB holds the longest real prompts (whole files pasted into context) while bounding memory per request;
+# apache/lockllm-location.conf sets the same LimitRequestBody.
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# Real requests nest a handful of levels; a cap far below Python's recursion limit keeps parsing safe.
+DEFAULT_MAX_JSON_DEPTH = 64
+DEFAULT_CONNECT_TIMEOUT = 10.0
+# Per socket read, not per response: a long generation may pause between tokens but never this long.
+DEFAULT_READ_TIMEOUT = 600.0
+
+SENSITIVITIES = ("low", "medium", "high")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names where it came from."""
+
+
+@dataclass(frozen=True)
+class ScannerSettings:
+    backend: str = "lockllm"
+    url: str = DEFAULT_SCANNER_URL
+    api_key: str = field(default="", repr=False)
+    sensitivity: str = "medium"
+    timeout: float = DEFAULT_SCAN_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+    fail_mode: str = "closed"
+    cache: str = "off"
+    cache_ttl: int = DEFAULT_CACHE_TTL
+
+    @property
+    def cache_path(self) -> str | None:
+        """The SQLite file behind `cache = sqlite:////abs/path`, or None when caching is off."""
+        return None if self.cache == "off" else self.cache[len("sqlite:///"):]
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    action: str = "block"
+    threshold: float = DEFAULT_THRESHOLD
+    block_status: int = 400
+    role_from: str = ""
+    non_text_parts: str = "allow"
+    unknown_shapes: str = "refuse"
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    prefix: str
+    upstream: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    scanner: ScannerSettings = ScannerSettings()
+    policy: PolicySettings = PolicySettings()
+    limits: LimitSettings = LimitSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    routes: tuple[Route, ...] = ()
+    source: str = "<defaults>"
+
+
+# --- converters: text -> value, raising ValueError with a message for people --------------------------------
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, not {text!r}")
+        return value
+
+    return convert
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a number above 0, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be a whole number of 0 or more, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a whole number above 0, not {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be a score from 0 to 1, not {text!r}")
+    return value
+
+
+def _http_url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL, not {text!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not carry a query or fragment: {text!r}")
+    return value
+
+
+def _cache(text: str) -> str:
+    value = text.strip()
+    if value.lower() == "off":
+        return "off"
+    if not value.startswith("sqlite:///"):
+        raise ValueError(f"must be 'off' or 'sqlite:////absolute/path.sqlite', not {text!r}")
+    if not os.path.isabs(value[len("sqlite:///"):]):
+        raise ValueError(f"needs an absolute path (four slashes: sqlite:////var/cache/...), not {text!r}")
+    return value
+
+
+def _block_status(text: str) -> int:
+    value = int(text)
+    if not 400 <= value <= 499:
+        raise ValueError(f"must be a 4xx status, not {text!r}")
+    return value
+
+
+def _environ_key(text: str) -> str:
+    value = text.strip()
+    if value and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", value):
+        raise ValueError(f"must be a WSGI environ key such as AUTHENTICATE_ROLE or HTTP_X_LLM_ROLE, not {text!r}")
+    return value
+
+
+def _prefix(text: str) -> str:
+    value = "/" + text.strip().strip("/")
+    if "//" in value or ".." in value or "%" in value:
+        raise ValueError(f"must be a plain path such as /openai, not {text!r}")
+    return "" if value == "/" else value
+
+
+def _format(text: str) -> str:
+    from .formats import FORMATS  # imported late: formats import nothing from here, but keep start-up cheap
+
+    value = text.strip().lower()
+    if value not in FORMATS:
+        raise ValueError(f"must be one of {', '.join(sorted(FORMATS))}, not {text!r}")
+    return value
+
+
+_SCANNER_KEYS: dict[str, Callable[[str], object]] = {
+    "backend": _one_of("lockllm", "offline"),
+    "url": _http_url,
+    "api_key": str.strip,
+    "sensitivity": _one_of(*SENSITIVITIES),
+    "timeout": _positive_float,
+    "retries": _count,
+    "fail_mode": _one_of("closed", "open"),
+    "cache": _cache,
+    "cache_ttl": _positive_int,
+}
+_POLICY_KEYS: dict[str, Callable[[str], object]] = {
+    "action": _one_of("block", "monitor"),
+    "threshold": _fraction,
+    "block_status": _block_status,
+    "role_from": _environ_key,
+    "non_text_parts": _one_of("allow", "block"),
+    "unknown_shapes": _one_of("refuse", "scan_strings"),
+}
+_LIMIT_KEYS: dict[str, Callable[[str], object]] = {
+    "max_body_bytes": _positive_int,
+    "max_json_depth": _positive_int,
+}
+_UPSTREAM_KEYS: dict[str, Callable[[str], object]] = {
+    "connect_timeout": _positive_float,
+    "read_timeout": _positive_float,
+}
+_ROUTE_KEYS: dict[str, Callable[[str], object]] = {
+    "prefix": _prefix,
+    "upstream": _http_url,
+    "format": _format,
+}
+
+
+class _Reader:
+    """Converts the keys of one parsed INI file, naming the file, section and key in every error."""
+
+    def __init__(self, parser: configparser.RawConfigParser, source: str):
+        self.parser = parser
+        self.source = source
+
+    def fail(self, section: str, key: str | None, problem: str) -> ConfigError:
+        where = f"[{section}] {key}" if key else f"[{section}]"
+        return ConfigError(f"{self.source}: {where} {problem}")
+
+    def section(self, name: str, converters: Mapping[str, Callable[[str], object]]) -> dict[str, object]:
+        if not self.parser.has_section(name):
+            return {}
+        values: dict[str, object] = {}
+        for key, text in self.parser.items(name):
+            convert = converters.get(key)
+            if convert is None:
+                raise self.fail(name, key, f"is not a known setting (known: {', '.join(converters)})")
+            try:
+                values[key] = convert(text)
+            except ValueError as error:
+                raise self.fail(name, key, str(error)) from None
+        return values
+
+
+_KNOWN_SECTIONS = ("scanner", "policy", "thresholds", "limits", "upstream")
+
+
+def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read `path` into Settings; `environ` (default os.environ) supplies LOCKLLM_API_KEY."""
+    environ = os.environ if environ is None else environ
+    parser = configparser.RawConfigParser(default_section="__no_defaults__", strict=True)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle, source=path)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the configuration file: {error.strerror}") from None
+    except configparser.Error as error:
+        raise ConfigError(f"{path}: not a valid INI file: {error}") from None
+    reader = _Reader(parser, path)
+
+    for name in parser.sections():
+        if name not in _KNOWN_SECTIONS and not name.startswith("route:"):
+            raise reader.fail(name, None, f"is not a known section (known: {', '.join(_KNOWN_SECTIONS)}, route:NAME)")
+
+    scanner_values = reader.section("scanner", _SCANNER_KEYS)
+    if environ.get("LOCKLLM_API_KEY"):
+        scanner_values["api_key"] = environ["LOCKLLM_API_KEY"].strip()
+    if "backend" not in scanner_values:
+        # A newcomer without a LockLLM key still gets protection: the in-process scanner needs no network.
+        scanner_values["backend"] = "lockllm" if scanner_values.get("api_key") else "offline"
+    scanner = ScannerSettings(**scanner_values)  # type: ignore[arg-type]
+    if scanner.backend == "lockllm" and not scanner.api_key:
+        raise reader.fail("scanner", "api_key", "is required with backend = lockllm (or set LOCKLLM_API_KEY)")
+
+    thresholds = {}
+    if parser.has_section("thresholds"):
+        for role, text in parser.items("thresholds"):
+            try:
+                thresholds[role] = _fraction(text)
+            except ValueError as error:
+                raise reader.fail("thresholds", role, str(error)) from None
+    policy = PolicySettings(**reader.section("policy", _POLICY_KEYS), thresholds=thresholds)  # type: ignore[arg-type]
+    if thresholds and not policy.role_from:
+        raise reader.fail("policy", "role_from", "must name the environ key that carries the role used by [thresholds]")
+
+    routes = []
+    for name in parser.sections():
+        if not name.startswith("route:"):
+            continue
+        values = reader.section(name, _ROUTE_KEYS)
+        for required in ("upstream", "format"):
+            if required not in values:
+                raise reader.fail(name, required, "is required")
+        routes.append(Route(name=name[len("route:"):], **{"prefix": "", **values}))  # type: ignore[arg-type]
+    if not routes:
+        raise ConfigError(f"{path}: no [route:NAME] section: name at least one upstream, e.g. [route:openai]")
+    prefixes = [route.prefix for route in routes]
+    duplicated = {prefix for prefix in prefixes if prefixes.count(prefix) > 1}
+    if duplicated:
+        raise ConfigError(f"{path}: two routes share the prefix {sorted(duplicated)[0]!r}")
+
+    return Settings(
+        scanner=scanner,
+        policy=policy,
+        limits=LimitSettings(**reader.section("limits", _LIMIT_KEYS)),  # type: ignore[arg-type]
+        upstream=UpstreamSettings(**reader.section("upstream", _UPSTREAM_KEYS)),  # type: ignore[arg-type]
+        # Longest prefix first, so /openai/azure wins over /openai.
+        routes=tuple(sorted(routes, key=lambda route: len(route.prefix), reverse=True)),
+        source=path,
+    )

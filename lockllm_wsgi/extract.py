@@ -1,0 +1,104 @@
+"""Extraction: the texts a model will read, with where each came from.
+
+A wire format walks its request body with a `Collector`; anything it does not recognise raises `UnknownShape`
+(never silently skipped). The segments then become scan units: each segment is scanned with the tail of the one
+before it, so an injection split across two adjacent messages is seen in one scan, while a chat that resends its
+history reuses the cached verdicts of every unit it already sent::
+
+    collector = Collector()
+    collector.text("Ignore previous...", "messages[0].content", role="user")
+    units = scan_units(collector.segments)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+# Characters of the previous segment scanned with each segment: long enough to hold the first half of a
+# sentence split across two messages, small enough that a conversation scans at most about twice its length.
+DEFAULT_CONTEXT_CHARS = 500
+
+
+class UnknownShape(Exception):
+    """The body has a field or part this format does not know how to read; `where` is its path."""
+
+    def __init__(self, where: str, what: str):
+        super().__init__(f"{where}: {what}")
+        self.where = where
+        self.what = what
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    where: str
+    role: str | None = None
+
+
+@dataclass
+class Collector:
+    """Gathers segments and the parts that cannot be scanned as text (images, audio, files)."""
+
+    segments: list[Segment] = field(default_factory=list)
+    non_text: list[str] = field(default_factory=list)
+
+    def text(self, value: Any, where: str, role: str | None = None) -> None:
+        """Collect a field that must be a string (or null / absent)."""
+        if value is None:
+            return
+        if not isinstance(value, str):
+            raise UnknownShape(where, f"expected a string, found {type(value).__name__}")
+        if value:
+            self.segments.append(Segment(value, where, role))
+
+    def strings(self, value: Any, where: str, role: str | None = None) -> None:
+        """Collect every string inside a free-form value (a JSON schema, tool arguments as an object...)."""
+        for path, text in iter_strings(value, where):
+            self.text(text, path, role)
+
+    def binary(self, where: str) -> None:
+        self.non_text.append(where)
+
+
+def iter_strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every string in a JSON value, keys included (a key is text the model reads too), with its path."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield f"{where}.{key}<key>", key
+            yield from iter_strings(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from iter_strings(item, f"{where}[{index}]")
+
+
+def as_list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise UnknownShape(where, f"expected a list, found {type(value).__name__}")
+    return value
+
+
+def as_object(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise UnknownShape(where, f"expected an object, found {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class ScanUnit:
+    """One text sent to the scanner: a segment, preceded by the tail of the segment before it."""
+
+    text: str
+    segment: Segment
+
+
+def scan_units(segments: list[Segment], context_chars: int = DEFAULT_CONTEXT_CHARS) -> list[ScanUnit]:
+    units = []
+    previous = ""
+    for segment in segments:
+        context = previous[-context_chars:]
+        units.append(ScanUnit(f"{context}\n{segment.text}" if context else segment.text, segment))
+        previous = segment.text
+    return units
