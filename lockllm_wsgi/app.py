@@ -1,0 +1,212 @@
+"""The WSGI application: route, read, extract, scan, decide, then refuse or relay.
+
+Every request ends in exactly one of: relayed (allowed, monitored or failed open), refused by the gateway in
+the route's provider error shape (malformed input, blocked, scanner unavailable, upstream unreachable), and is
+counted and logged once, with the request id the client sees in `X-Request-Id`::
+
+    application = GatewayApp(load_settings("/etc/lockllm/lockllm.ini"))
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Iterable, Iterator
+from urllib.parse import quote
+
+from werkzeug.http import parse_options_header
+
+from .audit import Counters, ensure_handler, log_request
+from .body import decode_body, parse_json, read_body
+from .config import Route, Settings
+from .extract import Collector, UnknownShape, scan_units
+from .formats import FORMATS, WireFormat
+from .formats.openai import OpenAIFormat
+from .normalize import normalize_for_scan
+from .policy import decide
+from .refusal import Refusal
+from .relay import Relay, UpstreamError, request_headers
+from .scan import ScannerUnavailable, make_scanner
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+# Methods that carry no prompt: relayed unscanned, provided they have no body.
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+# Encoded dots, slashes and backslashes in the raw request target: decoded differently by different servers,
+# they are how path tricks reach an upstream endpoint the route did not mean to expose.
+_ENCODED_PATH_TRICK = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_FALLBACK_FORMAT = OpenAIFormat()
+
+
+class GatewayApp:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.routes: tuple[tuple[Route, WireFormat], ...] = tuple((r, FORMATS[r.format]) for r in settings.routes)
+        self.scanner = make_scanner(settings.scanner)
+        self.relay = Relay(settings.upstream)
+        self.counters = Counters()
+        ensure_handler()
+
+    def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+        started = time.monotonic()
+        record: dict[str, object] = {
+            "request_id": f"req_{secrets.token_hex(12)}",
+            "method": environ.get("REQUEST_METHOD", ""),
+            "route": None,
+            "client": environ.get("REMOTE_ADDR"),
+        }
+        fmt: WireFormat = _FALLBACK_FORMAT
+        try:
+            route, fmt, path = self._route(environ)
+            record["route"] = route.name
+            record["path"] = path
+            return self._handle(environ, start_response, route, fmt, path, record, started)
+        except Refusal as refusal:
+            return self._refuse(start_response, fmt, refusal, record, started)
+
+    # --- steps ---------------------------------------------------------------------------------------------
+
+    def _route(self, environ: "WSGIEnvironment") -> tuple[Route, WireFormat, str]:
+        path = environ.get("PATH_INFO", "") or "/"
+        raw_target = environ.get("REQUEST_URI", "")
+        if _ENCODED_PATH_TRICK.search(raw_target.split("?", 1)[0]) or "//" in path or "\\" in path or any(
+            segment in (".", "..") for segment in path.split("/")
+        ):
+            raise Refusal(400, "invalid_path", "The request path has '..', '//' or encoded separators; send a plain path.")
+        for route, fmt in self.routes:
+            if path == route.prefix or path.startswith(route.prefix + "/"):
+                return route, fmt, path[len(route.prefix):] or "/"
+        raise Refusal(404, "unknown_route", f"No route serves {path}; check the base URL (routes: "
+                      f"{', '.join(route.prefix or '/' for route, _ in self.routes)}).")
+
+    def _handle(self, environ, start_response, route: Route, fmt: WireFormat, path: str, record, started):
+        method = environ.get("REQUEST_METHOD", "")
+        limits = self.settings.limits
+        if method in BODYLESS_METHODS:
+            if read_body(environ, limits.max_body_bytes):
+                raise Refusal(400, "unexpected_body", f"A {method} request must not carry a body.")
+            return self._relay(environ, start_response, route, path, b"", record, started, scanned=False, safe=None)
+        if method != "POST":
+            raise Refusal(405, "method_not_allowed", f"{method} is not supported here; LLM APIs take POST.",
+                          headers=(("Allow", "GET, HEAD, POST, DELETE, OPTIONS"),))
+        content_type, _ = parse_options_header(environ.get("CONTENT_TYPE", ""))
+        if content_type != "application/json":
+            raise Refusal(415, "unsupported_content_type",
+                          f"The body must be application/json, not {content_type or 'unspecified'!r}.")
+        raw = read_body(environ, limits.max_body_bytes)
+        document = parse_json(decode_body(raw, environ.get("HTTP_CONTENT_ENCODING", ""), limits.max_body_bytes),
+                              limits.max_json_depth)
+        collector = self._extract(fmt, path, document)
+        record["segments"] = len(collector.segments)
+        record["non_text_parts"] = len(collector.non_text)
+        if collector.non_text and self.settings.policy.non_text_parts == "block":
+            raise Refusal(400, "unscannable_content", f"{collector.non_text[0]} is not text and cannot be scanned; "
+                          "this gateway is set to refuse images, audio and files.")
+        if not collector.segments:
+            raise Refusal(400, "nothing_to_scan", "The request has no text to scan; send at least one message.")
+
+        units = scan_units(collector.segments)
+        scan_started = time.monotonic()
+        try:
+            verdicts = self.scanner.scan([normalize_for_scan(unit.text) for unit in units],
+                                         deadline=scan_started + self.settings.scanner.timeout)
+        except ScannerUnavailable as problem:
+            record["scan_ms"] = round((time.monotonic() - scan_started) * 1000, 2)
+            record["scanner_problem"] = str(problem)
+            if self.settings.scanner.fail_mode == "open":
+                record["decision"] = "fail_open"
+                return self._relay(environ, start_response, route, path, raw, record, started, scanned=False, safe=None)
+            record["decision"] = "fail_closed"
+            raise Refusal(503, "scanner_unavailable", "The prompt scanner is unavailable, so the request was not "
+                          "sent; try again shortly, or ask the gateway operator to check the scanner.") from None
+        record["scan_ms"] = round((time.monotonic() - scan_started) * 1000, 2)
+        record["scans"] = len(verdicts)
+        record["cache_hits"] = sum(verdict.cached for verdict in verdicts)
+        role = environ.get(self.settings.policy.role_from) if self.settings.policy.role_from else None
+        decision = decide(verdicts, units, self.settings.policy, role)
+        record.update(decision=decision.action, score=decision.score, threshold=decision.threshold,
+                      trigger=decision.trigger, role=role)
+        if not decision.relay:
+            raise Refusal(self.settings.policy.block_status, "prompt_injection_detected",
+                          f"The request was blocked: the text at {decision.trigger} looks like a prompt injection "
+                          f"(score {decision.score if decision.score is not None else 'n/a'}, threshold "
+                          f"{decision.threshold}). If this is legitimate, ask the gateway operator to review it.")
+        return self._relay(environ, start_response, route, path, raw, record, started, scanned=True,
+                           safe=decision.action == "allow")
+
+    def _extract(self, fmt: WireFormat, path: str, document: dict) -> Collector:
+        try:
+            return fmt.extract(path, document)
+        except UnknownShape as unknown:
+            if self.settings.policy.unknown_shapes != "scan_strings":
+                raise Refusal(400, "unrecognized_request", f"The gateway cannot read {unknown.where}: {unknown.what}. "
+                              "It refuses what it cannot scan.") from None
+            collector = Collector()
+            collector.strings(document, "body")
+            return collector
+
+    def _relay(self, environ, start_response, route: Route, path: str, body: bytes, record, started,
+               scanned: bool, safe: bool | None):
+        query = environ.get("QUERY_STRING", "")
+        url = route.upstream + quote(path, safe=_PATH_SAFE) + (f"?{query}" if query else "")
+        headers = request_headers(environ)
+        upstream_started = time.monotonic()
+        try:
+            status, reason, headers_out, upstream_body = self.relay.send(environ["REQUEST_METHOD"], url, headers, body)
+        except UpstreamError as error:
+            record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
+            raise Refusal(error.status, "upstream_unavailable", str(error)) from None
+        record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
+        record.setdefault("decision", "allow" if scanned else "unscanned")
+        record["status"] = status
+        headers_out += self._gateway_headers(record, scanned, safe)
+        self.counters.add(str(record["decision"]))
+        start_response(f"{status} {reason or 'Upstream'}", headers_out)
+        return _LoggedBody(upstream_body, record, started)
+
+    def _refuse(self, start_response, fmt: WireFormat, refusal: Refusal, record, started) -> Iterable[bytes]:
+        headers, body = fmt.error_body(refusal, str(record["request_id"]))
+        record.setdefault("decision", "refused")
+        record.update(status=refusal.status, code=refusal.code)
+        blocked = refusal.code == "prompt_injection_detected"
+        headers = headers + list(refusal.headers) + self._gateway_headers(
+            record, scanned=blocked, safe=False if blocked else None) + [("Content-Length", str(len(body)))]
+        self.counters.add(str(record["decision"]))
+        start_response(f"{refusal.status} {refusal.kind}", headers)
+        return _LoggedBody([body], record, started)
+
+    @staticmethod
+    def _gateway_headers(record, scanned: bool, safe: bool | None) -> list[tuple[str, str]]:
+        return [
+            ("X-Request-Id", str(record["request_id"])),
+            ("X-LockLLM-Scanned", "true" if scanned else "false"),
+            ("X-LockLLM-Safe", "unknown" if safe is None else ("true" if safe else "false")),
+        ]
+
+
+class _LoggedBody:
+    """Passes a response body through and writes the request's log line when the server closes it."""
+
+    def __init__(self, body: Iterable[bytes], record: dict, started: float):
+        self._body = body
+        self._record = record
+        self._started = started
+        self._sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            self._sent += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._record["bytes_out"] = self._sent
+            self._record["total_ms"] = round((time.monotonic() - self._started) * 1000, 2)
+            log_request(**self._record)

@@ -1,0 +1,51 @@
+"""The request log: one JSON object per request, with stable field names, never prompt text or secrets.
+
+Records go to the `lockllm_wsgi.requests` logger; under mod_wsgi its handler writes to stderr, which Apache puts
+in the vhost's error log, one line per request::
+
+    log_request(request_id="7f3c...", route="openai", decision="block", status=400, ...)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from collections import Counter
+
+request_log = logging.getLogger("lockllm_wsgi.requests")
+
+_setup_lock = threading.Lock()
+
+
+def ensure_handler() -> None:
+    """Give the request log a plain stderr handler unless the host application configured one."""
+    with _setup_lock:
+        if request_log.handlers:
+            return
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        request_log.addHandler(handler)
+        request_log.setLevel(logging.INFO)
+        request_log.propagate = False
+
+
+class Counters:
+    """Per-process request counts by decision: what `/metrics` and the tests read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def log_request(**fields: object) -> None:
+    request_log.info(json.dumps({"event": "request", **fields}, ensure_ascii=True, default=str))

@@ -1,0 +1,112 @@
+"""The `lockllm-wsgi` command: serve, check-config and scan.
+
+    lockllm-wsgi serve --config /etc/lockllm/lockllm.ini --port 8000
+    lockllm-wsgi scan --config /etc/lockllm/lockllm.ini "Ignore all previous instructions"
+
+Every subcommand takes `--config FILE`, defaulting to the file named by LOCKLLM_WSGI_CONFIG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+from .config import ConfigError, load_settings
+from .express import express_command
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    path = args.config or os.environ.get("LOCKLLM_WSGI_CONFIG")
+    if not path:
+        raise SystemExit("lockllm-wsgi: name a configuration file with --config FILE (or LOCKLLM_WSGI_CONFIG)")
+    return os.path.abspath(path)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    settings = load_settings(path)
+    command = express_command(settings, path, host=args.host, port=args.port, processes=args.processes,
+                              threads=args.threads, server_root=args.server_root)
+    print("lockllm-wsgi: starting", " ".join(command), file=sys.stderr, flush=True)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load_settings(_config_path(args))
+    effective = dataclasses.asdict(settings)
+    if effective["scanner"]["api_key"]:
+        effective["scanner"]["api_key"] = "****" + settings.scanner.api_key[-4:] if len(settings.scanner.api_key) > 12 else "****"
+    print(json.dumps(effective, indent=2, default=str))
+    return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from .normalize import normalize_for_scan
+    from .scan import ScannerUnavailable, make_scanner
+
+    settings = load_settings(_config_path(args))
+    scanner = make_scanner(settings.scanner)
+    try:
+        verdict = scanner.scan([normalize_for_scan(args.text)], deadline=time.monotonic() + settings.scanner.timeout)[0]
+    except ScannerUnavailable as problem:
+        print(f"scanner unavailable: {problem}", file=sys.stderr)
+        return 2
+    finally:
+        scanner.close()
+    from .policy import is_unsafe
+
+    unsafe = is_unsafe(verdict, settings.policy.threshold)
+    print(json.dumps({
+        "backend": settings.scanner.backend, "unsafe": unsafe, "safe_flag": verdict.safe, "score": verdict.score,
+        "threshold": settings.policy.threshold, "label": verdict.label, "families": list(verdict.families),
+        "scanner_request_id": verdict.scanner_request_id,
+    }, indent=2))
+    return 1 if unsafe else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lockllm-wsgi", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", help="INI file (default: $LOCKLLM_WSGI_CONFIG)")
+        return sub
+
+    serve = command("serve", "Run the gateway under mod_wsgi-express (Apache).")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--processes", type=int, default=2, help="daemon processes (default 2)")
+    serve.add_argument("--threads", type=int, default=15, help="threads per daemon process (default 15)")
+    serve.add_argument("--server-root", help="folder for Apache's generated files (default /tmp/lockllm-wsgi-PORT)")
+    serve.set_defaults(run=_serve)
+
+    check = command("check-config", "Validate the configuration and print the effective settings, secrets masked.")
+    check.add_argument("file", nargs="?", help="INI file (same as --config)")
+    check.set_defaults(run=_check_config)
+
+    scan = command("scan", "Ask the configured scanner about TEXT and print its verdict (exit 1 when unsafe).")
+    scan.add_argument("text")
+    scan.set_defaults(run=_scan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "file", None):
+        args.config = args.file
+    try:
+        return args.run(args)
+    except ConfigError as error:
+        print(f"lockllm-wsgi: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

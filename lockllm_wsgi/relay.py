@@ -1,0 +1,128 @@
+"""Relaying a scanned request to the provider and its answer back, streaming, with header hygiene.
+
+The body sent upstream is exactly the bytes that were scanned; the answer's bytes come back undecoded, chunk by
+chunk as they arrive (server-sent events reach the client token by token), and the upstream connection is closed
+when the client goes away. Connection failures become `UpstreamError` (502, or 504 for a timeout)::
+
+    relay = Relay(settings.upstream)
+    status, headers, body_iter = relay.send("POST", "https://api.openai.com/v1/chat/completions", headers, body)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Iterator, Mapping
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .config import UpstreamSettings
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 7.6.1 hop-by-hop headers, plus the proxy ones clients still send: they describe one connection and
+# are never forwarded, in either direction.
+HOP_BY_HOP = frozenset(
+    """connection keep-alive proxy-authenticate proxy-authorization proxy-connection te trailer trailers
+    transfer-encoding upgrade""".split()
+)
+# Request headers the gateway sets or must not pass on: Host and Content-Length are computed for the upstream,
+# forwarding headers would tell the provider about internal hosts (and could steer a provider's proxy).
+_NOT_FORWARDED = frozenset(
+    """host content-length forwarded x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port
+    x-forwarded-prefix x-original-url x-rewrite-url x-real-ip via""".split()
+)
+# Bytes read per upstream read; read1 returns whatever has arrived, so small events are not held back.
+STREAM_READ_BYTES = 64 * 1024
+DEFAULT_POOL_SIZE = 32
+
+
+class UpstreamError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def is_hop_by_hop(name: str, connection_tokens: frozenset[str]) -> bool:
+    lowered = name.lower()
+    return lowered in HOP_BY_HOP or lowered in connection_tokens
+
+
+def connection_tokens(value: str | None) -> frozenset[str]:
+    """Header names listed in a Connection header: hop-by-hop for this message too."""
+    return frozenset(token.strip().lower() for token in (value or "").split(",") if token.strip())
+
+
+def request_headers(environ: Mapping[str, object]) -> dict[str, str]:
+    """The client's end-to-end headers, from the WSGI environ, as they go upstream."""
+    tokens = connection_tokens(environ.get("HTTP_CONNECTION"))  # type: ignore[arg-type]
+    headers = {}
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = str(environ["CONTENT_TYPE"])
+    for key, value in environ.items():
+        if not key.startswith("HTTP_"):
+            continue
+        name = key[5:].replace("_", "-").title()
+        if is_hop_by_hop(name, tokens) or name.lower() in _NOT_FORWARDED:
+            continue
+        headers[name] = str(value)
+    return headers
+
+
+def response_headers(raw_headers: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
+    tokens = connection_tokens(connection)
+    return [(name, value) for name, value in raw_headers if not is_hop_by_hop(name, tokens)]
+
+
+class UpstreamBody:
+    """The upstream answer as a WSGI iterable: raw bytes as they arrive; close() closes the connection."""
+
+    def __init__(self, response: requests.Response):
+        self._response = response
+
+    def __iter__(self) -> Iterator[bytes]:
+        raw = self._response.raw
+        while True:
+            # A reset mid-stream raises here; the WSGI server then aborts the response, so the client sees the
+            # stream cut rather than a clean end (no [DONE] is ever invented).
+            chunk = raw.read1(STREAM_READ_BYTES, decode_content=False)
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class Relay:
+    """Forwards requests upstream; thread-safe, one per process."""
+
+    def __init__(self, settings: UpstreamSettings):
+        self.settings = settings
+        self.session = requests.Session()
+        # No default headers: the provider sees the client's headers, not python-requests' User-Agent and Accept.
+        self.session.headers.clear()
+        self.session.trust_env = False  # ambient proxy variables must not reroute provider traffic
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=DEFAULT_POOL_SIZE, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes,
+    ) -> tuple[int, str, list[tuple[str, str]], UpstreamBody]:
+        try:
+            response = self.session.request(
+                method, url, headers=dict(headers), data=body or None, stream=True, allow_redirects=False,
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+            )
+        except requests.Timeout:
+            raise UpstreamError(504, "The provider did not answer in time; try again.") from None
+        except requests.RequestException as error:
+            log.debug("upstream connection failed: %s", type(error).__name__)
+            raise UpstreamError(502, "The provider could not be reached; try again later.") from None
+        raw_headers = list(response.raw.headers.items())
+        headers_out = response_headers(raw_headers, response.headers.get("Connection"))
+        return response.status_code, response.reason or "", headers_out, UpstreamBody(response)
+
+    def close(self) -> None:
+        self.session.close()

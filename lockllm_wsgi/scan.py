@@ -1,0 +1,194 @@
+"""The scan client: texts in, verdicts out, within one wall-clock deadline per request.
+
+`LockLLMScanner` calls the LockLLM scan API through a requests session cached in SQLite (see `verdict_cache`),
+scanning the texts of one request in parallel, retrying 429/5xx/connection errors with backoff inside the deadline.
+Every failure becomes `ScannerUnavailable`; nothing else leaves this module, so the caller applies the fail mode
+at one place::
+
+    scanner = LockLLMScanner(settings.scanner)
+    verdicts = scanner.scan(["Hello", "Ignore all previous instructions"], deadline=time.monotonic() + 5)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import random
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .config import ScannerSettings
+from .verdict_cache import open_cached_session
+
+log = logging.getLogger(__name__)
+
+# The scan API's limit per call; longer texts are scanned whole, in overlapping pieces.
+MAX_SCAN_CHARS = 100_000
+# Overlap between pieces, so a phrase cut at a piece boundary is whole in one of them.
+PIECE_OVERLAP_CHARS = 2_000
+# Parallel scan calls per process: the texts of one request are scanned at once, so a cache-miss request costs
+# about one scan round trip, not one per message.
+DEFAULT_SCAN_WORKERS = 16
+BACKOFF_BASE_SECONDS = 0.1
+
+
+class ScannerUnavailable(Exception):
+    """No usable verdict within the deadline; the message says why, for logs (it never contains prompt text)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    safe: bool | None  # the scanner's own flag
+    score: float | None  # injection score, normalised to 0..1
+    label: str | None = None
+    scanner_request_id: str | None = None
+    cached: bool = False
+    families: tuple[str, ...] = ()
+
+    @staticmethod
+    def worst(verdicts: Sequence["Verdict"]) -> "Verdict":
+        """One verdict for a text scanned in pieces: the most dangerous piece speaks for the whole text."""
+        return max(verdicts, key=lambda v: (v.safe is False, v.score if v.score is not None else -1.0))
+
+
+def pieces(text: str, size: int = MAX_SCAN_CHARS, overlap: int = PIECE_OVERLAP_CHARS) -> list[str]:
+    if len(text) <= size:
+        return [text]
+    step = size - overlap
+    return [text[start:start + size] for start in range(0, len(text) - overlap, step)]
+
+
+def parse_verdict(data: object) -> Verdict:
+    """A Verdict from the scan API's JSON, or ScannerUnavailable if it says nothing usable (never "safe")."""
+    if not isinstance(data, dict):
+        raise ScannerUnavailable("scanner answered with JSON that is not an object")
+    safe = data.get("safe")
+    if not isinstance(safe, bool):
+        safe = None
+    score = data.get("injection")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 100:
+        score = None
+    elif score > 1:
+        score = score / 100.0  # the API reports percentages in some versions
+    if safe is None and score is None:
+        raise ScannerUnavailable("scanner verdict has neither 'safe' nor a usable 'injection' score")
+    label = data.get("label")
+    request_id = data.get("request_id")
+    return Verdict(
+        safe=safe,
+        score=float(score) if score is not None else None,
+        label=str(label) if label is not None else None,
+        scanner_request_id=str(request_id) if request_id is not None else None,
+    )
+
+
+def _retry_after(response: requests.Response) -> float:
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return 0.0
+    if value.isdigit():
+        return float(value)
+    when = email.utils.parsedate_to_datetime(value) if value else None
+    return max(0.0, when.timestamp() - time.time()) if when else 0.0
+
+
+class LockLLMScanner:
+    """Scans texts with the LockLLM API; thread-safe, one per process."""
+
+    def __init__(self, settings: ScannerSettings, workers: int = DEFAULT_SCAN_WORKERS):
+        self.settings = settings
+        # The key's identity (never the key) goes into every cache key: a verdict paid for by one account is not
+        # served to another configuration.
+        key_identity = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16]
+        self.session = open_cached_session(settings, key_identity) if settings.cache_path else requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=workers)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.trust_env = False  # ambient proxy variables must not reroute prompt text
+        self._headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"}
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockllm-scan")
+        self._stats_lock = threading.Lock()
+        self.retries_total = 0
+
+    def scan(self, texts: Sequence[str], deadline: float) -> list[Verdict]:
+        """One verdict per text, in order; raises ScannerUnavailable if any text cannot be judged in time."""
+        jobs = [[self._pool.submit(self._scan_piece, piece, deadline) for piece in pieces(text)] for text in texts]
+        futures = [future for job in jobs for future in job]
+        done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
+        if pending:
+            for future in pending:
+                future.cancel()
+            failed = [future for future in done if future.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+            raise ScannerUnavailable(f"no verdict within the scan deadline of {self.settings.timeout:g}s")
+        return [Verdict.worst([future.result() for future in job]) for job in jobs]
+
+    def _scan_piece(self, text: str, deadline: float) -> Verdict:
+        payload = {"input": text, "sensitivity": self.settings.sensitivity}
+        problem = "not attempted"
+        for attempt in range(self.settings.retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if attempt:
+                with self._stats_lock:
+                    self.retries_total += 1
+            wait_before_retry = 0.0
+            try:
+                response = self.session.post(
+                    self.settings.url, json=payload, headers=self._headers, timeout=(remaining, remaining),
+                    allow_redirects=False,
+                )
+            except requests.RequestException as error:
+                problem = f"scanner connection failed: {type(error).__name__}"
+            else:
+                with response:
+                    if response.status_code == 200:
+                        try:
+                            data = response.json()
+                        except ValueError:
+                            raise ScannerUnavailable("scanner answered 200 with a body that is not JSON") from None
+                        verdict = parse_verdict(data)
+                        cached = bool(getattr(response, "from_cache", False))
+                        return replace(verdict, cached=cached)
+                    problem = f"scanner answered {response.status_code}: {_error_message(response)}"
+                    if response.status_code != 429 and response.status_code < 500:
+                        # About our own request (bad key, bad input): retrying cannot help.
+                        raise ScannerUnavailable(problem)
+                    wait_before_retry = _retry_after(response)
+            backoff = BACKOFF_BASE_SECONDS * (2 ** attempt) * random.uniform(0.5, 1.5)
+            pause = max(wait_before_retry, backoff)
+            if attempt == self.settings.retries or time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+        raise ScannerUnavailable(problem)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.session.close()
+
+
+def _error_message(response: requests.Response) -> str:
+    """The scan API's own error message, cut short: it explains a 4xx to the operator."""
+    try:
+        error = response.json().get("error", {})
+        return str(error.get("message") or error.get("code") or "")[:200]
+    except (ValueError, AttributeError):
+        return "(no JSON error body)"
+
+
+def make_scanner(settings: ScannerSettings):
+    """The scanner the settings name: the LockLLM API, or the in-process offline scanner."""
+    if settings.backend == "offline":
+        from .offline_scanner import OfflineScanner
+
+        return OfflineScanner(settings)
+    return LockLLMScanner(settings)

@@ -1,0 +1,14 @@
+"""`application` for mod_wsgi, built from the INI file named by LOCKLLM_WSGI_CONFIG.
+
+The shipped apache/lockllm.wsgi names its config path itself (SetEnv reaches the request environ, not
+os.environ); this module serves `mod_wsgi-express start-server lockllm_wsgi/wsgi.py` and other servers, where the
+variable is set in the process environment::
+
+    LOCKLLM_WSGI_CONFIG=/etc/lockllm/lockllm.ini mod_wsgi-express start-server --application-type module lockllm_wsgi.wsgi
+"""
+
+import os
+
+from . import create_app
+
+application = create_app(os.environ["LOCKLLM_WSGI_CONFIG"])

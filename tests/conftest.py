@@ -1,0 +1,129 @@
+"""Shared fixtures: a fake LockLLM scanner and a fake provider (pytest-httpserver), and the gateway under test
+served over real HTTP by werkzeug, so the official SDKs talk to it exactly as they talk to a provider."""
+
+from __future__ import annotations
+
+import json
+import threading
+import textwrap
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from lockllm_wsgi import create_app
+from lockllm_wsgi.config import load_settings
+
+# What the fake scanner treats as an attack: a marker no benign test text contains.
+ATTACK = "IGNORE ALL PREVIOUS INSTRUCTIONS"
+SCANNER_KEY = "llm-test-scanner-key-0001"
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_proxies(monkeypatch):
+    """Tests behave the same on every machine: no proxy variables, no LockLLM key from the environment."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy", "LOCKLLM_API_KEY", "LOCKLLM_WSGI_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def scanner_verdict(request: Request) -> Response:
+    """LockLLM's scan API, played: unsafe when the input carries ATTACK, with the score in percent."""
+    payload = request.get_json()
+    unsafe = ATTACK.lower() in payload["input"].lower()
+    return Response(json.dumps({
+        "safe": not unsafe, "label": 1 if unsafe else 0, "confidence": 97 if unsafe else 99,
+        "injection": 97 if unsafe else 2, "request_id": "scan_123",
+    }), content_type="application/json")
+
+
+@pytest.fixture(scope="session")
+def provider_server():
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def provider(provider_server):
+    provider_server.clear()
+    yield provider_server
+    provider_server.clear()
+
+
+@pytest.fixture(scope="session")
+def scanner_server():
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def scanner(scanner_server):
+    """The fake scanner, answering every scan by `scanner_verdict` unless a test sets its own handler."""
+    scanner_server.clear()
+    scanner_server.expect_request("/v1/scan", method="POST").respond_with_handler(scanner_verdict)
+    yield scanner_server
+    scanner_server.clear()
+
+
+def scans(server: HTTPServer) -> list[dict]:
+    """The JSON bodies the fake scanner received."""
+    return [json.loads(request.get_data()) for request, _ in server.log]
+
+
+def write_config(folder, scanner_url: str, upstream: str, extra: str = "", scanner_extra: str = "") -> str:
+    path = folder / "lockllm.ini"
+    path.write_text(textwrap.dedent(f"""\
+        [scanner]
+        url = {scanner_url}
+        api_key = {SCANNER_KEY}
+        timeout = 3
+        retries = 1
+        """) + textwrap.dedent(scanner_extra) + textwrap.dedent(f"""
+        [route:openai]
+        prefix = /openai
+        upstream = {upstream}
+        format = openai
+        """) + textwrap.dedent(extra))
+    return str(path)
+
+
+class Gateway:
+    """The app served by a threaded werkzeug server on a loopback port."""
+
+    def __init__(self, config_path: str):
+        self.settings = load_settings(config_path)
+        self.app = create_app(self.settings)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.app.scanner.close()
+        self.app.relay.close()
+
+
+@pytest.fixture
+def make_gateway(tmp_path, scanner, provider):
+    """make_gateway(extra_ini="", scanner_extra="") -> Gateway in front of the fake scanner and provider."""
+    started = []
+
+    def make(extra: str = "", scanner_extra: str = "") -> Gateway:
+        config = write_config(tmp_path, scanner.url_for("/v1/scan"), provider.url_for("").rstrip("/"), extra,
+                              scanner_extra)
+        gateway = Gateway(config)
+        started.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in started:
+        gateway.close()
