@@ -162,7 +162,10 @@ class GatewayApp:
         record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
         record.setdefault("decision", "allow" if scanned else "unscanned")
         record["status"] = status
-        headers_out += self._gateway_headers(record, scanned, safe)
+        # The provider's own X-Request-Id is what its support desk asks for: keep it, ours is X-LockLLM-Request-Id.
+        upstream_has_id = any(name.lower() == "x-request-id" for name, _ in headers_out)
+        headers_out += [header for header in self._gateway_headers(record, scanned, safe)
+                        if not (upstream_has_id and header[0] == "X-Request-Id")]
         self.counters.add(str(record["decision"]))
         start_response(f"{status} {reason or 'Upstream'}", headers_out)
         return _LoggedBody(upstream_body, record, started)
@@ -182,6 +185,7 @@ class GatewayApp:
     def _gateway_headers(record, scanned: bool, safe: bool | None) -> list[tuple[str, str]]:
         return [
             ("X-Request-Id", str(record["request_id"])),
+            ("X-LockLLM-Request-Id", str(record["request_id"])),
             ("X-LockLLM-Scanned", "true" if scanned else "false"),
             ("X-LockLLM-Safe", "unknown" if safe is None else ("true" if safe else "false")),
         ]
