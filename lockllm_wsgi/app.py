@@ -105,14 +105,20 @@ class GatewayApp:
         if collector.non_text and self.settings.policy.non_text_parts == "block":
             raise Refusal(400, "unscannable_content", f"{collector.non_text[0]} is not text and cannot be scanned; "
                           "this gateway is set to refuse images, audio and files.")
-        if not collector.segments:
+        # Text that normalises to nothing (zero-width characters only) is nothing a model reads; a request made
+        # only of such text is refused like an empty one, never allowed unscanned.
+        units, texts = [], []
+        for unit in scan_units(collector.segments):
+            text = normalize_for_scan(unit.text)
+            if text.strip():
+                units.append(unit)
+                texts.append(text)
+        if not units:
             raise Refusal(400, "nothing_to_scan", "The request has no text to scan; send at least one message.")
 
-        units = scan_units(collector.segments)
         scan_started = time.monotonic()
         try:
-            verdicts = self.scanner.scan([normalize_for_scan(unit.text) for unit in units],
-                                         deadline=scan_started + self.settings.scanner.timeout)
+            verdicts = self.scanner.scan(texts, deadline=scan_started + self.settings.scanner.timeout)
         except ScannerUnavailable as problem:
             record["scan_ms"] = round((time.monotonic() - scan_started) * 1000, 2)
             record["scanner_problem"] = str(problem)

@@ -19,9 +19,25 @@ request_log = logging.getLogger("lockllm_wsgi.requests")
 _setup_lock = threading.Lock()
 
 
+class _RedactQuery(logging.Filter):
+    """urllib3 logs each request's URL at debug level; a Gemini `key=` query parameter is a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] + "?<redacted>" if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
 def ensure_handler() -> None:
-    """Give the request log a plain stderr handler unless the host application configured one."""
+    """Give the request log a plain stderr handler unless the host application configured one, and keep
+    query-string secrets out of urllib3's debug log."""
     with _setup_lock:
+        urllib3_log = logging.getLogger("urllib3.connectionpool")
+        if not any(isinstance(existing, _RedactQuery) for existing in urllib3_log.filters):
+            urllib3_log.addFilter(_RedactQuery())
         if request_log.handlers:
             return
         handler = logging.StreamHandler(sys.stderr)

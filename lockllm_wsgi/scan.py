@@ -177,12 +177,13 @@ class LockLLMScanner:
 
 
 def _error_message(response: requests.Response) -> str:
-    """The scan API's own error message, cut short: it explains a 4xx to the operator."""
+    """The scan API's error type and code (not its message, which may quote the input): enough for an operator
+    to tell a bad key from an outage."""
     try:
-        error = response.json().get("error", {})
-        return str(error.get("message") or error.get("code") or "")[:200]
-    except (ValueError, AttributeError):
-        return "(no JSON error body)"
+        error = response.json()["error"]
+        return f"{str(error.get('type'))[:60]}/{str(error.get('code'))[:60]}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "(no JSON error envelope)"
 
 
 def make_scanner(settings: ScannerSettings):

@@ -128,3 +128,10 @@ def make_gateway(tmp_path, scanner, provider):
     yield make
     for gateway in started:
         gateway.close()
+
+
+@pytest.fixture
+def make_gateway_once(make_gateway, scanner, provider):
+    """One gateway for a property test's many examples, with a provider that accepts every chat."""
+    provider.expect_request("/v1/chat/completions").respond_with_json({"id": "x", "choices": []})
+    return make_gateway(), scanner, provider

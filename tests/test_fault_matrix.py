@@ -82,6 +82,8 @@ BAD_INPUT = [
     pytest.param({"body": b'{"model": "m", "messages": [], "new_text_field": "x"}'}, 400, "unrecognized_request",
                  id="unknown-top-level-field"),
     pytest.param({"body": b'{"model": "m", "messages": []}'}, 400, "nothing_to_scan", id="empty-extraction"),
+    pytest.param({"body": b'{"model": "m", "messages": [{"role": "user", "content": "\\u200b \\u200d"}]}'}, 400,
+                 "nothing_to_scan", id="invisible-only-text"),
     pytest.param({"body": b'{"model": "m", "prompt": [1, 2, 3]}', "path": "/openai/v1/completions"}, 400,
                  "unrecognized_request", id="token-id-prompt"),
 ]
