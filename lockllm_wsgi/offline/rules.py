@@ -86,6 +86,8 @@ _MODEL = _alt("you", "you're", "you are", "ai", "model", "bot", "chatbot", "assi
               "chatgpt", "llm", "persona", "character")
 _FREE = _alt("unfiltered", "uncensored", "unrestricted", "unlimited", "unbound", "unethical", "amoral",
              "nonmoral", "non-moral", "immoral", "unhinged", "jailbroken", "lawless", "unchained", "unshackled")
+_FREE_NEEDLES = ("unfilter", "uncensor", "unrestrict", "unlimit", "unbound", "unethic", "amoral", "nonmoral",
+                 "non-moral", "immoral", "unhinged", "jailbr", "lawless", "unchain", "unshackl")
 _LIMITS = _alt("restrictions", "limitations", "limits", "filters?", "filtering", "censorship", "boundaries",
                "morals", "ethics", "rules", "guidelines", "constraints", "principles", "safeguards", "policies")
 _SEND = _alt("send", "forward", "post", "upload", "e-?mail", "transmit", "exfiltrate", "leak", "submit", "mail",
@@ -94,6 +96,12 @@ _SENSITIVE = _alt("passwords?", "credentials", "api\\W?keys?", "secrets?", "toke
                   "ssh\\W+keys?", "credit\\W+cards?", "social\\W+security", "personal\\W+(?:data|information)",
                   "chat\\W+history", "conversation", "emails?", "contacts", "usernames?", "session\\W+cookies?",
                   "cookies", "user\\W+data")
+
+# "the following code snippet" ... "your response": code handed to the model to put into its own work.
+_CODE_BLOCK = (r"\b(?:following|below|subsequent|given|provided|this|these)\W+(?:\w+\W+){0,2}?"
+               r"(?:code|snippet|script|block|excerpt|section|segment|fragment|payload)s?\b")
+_YOUR_WORK = (r"\byour\W+(?:\w+\W+){0,1}?(?:code|codebase|response|answer|output|reply|solution|algorithm|program"
+              r"|implementation|script|logic|functionality|elucidation|explanation|project|application|app)\b")
 
 LATIN_RULES: tuple[Rule, ...] = (
     # --- instruction override: an imperative to drop what the model was told before.
@@ -123,6 +131,9 @@ LATIN_RULES: tuple[Rule, ...] = (
           _alt("new", "updated", "revised", "real", "actual", "true", "secret", "hidden", "override")
           + r"\W+" + _alt("instructions?", "directives?", r"system\W+prompt", "orders", "rules") + r"\s*(?::|are\b|follow)",
           ("instruction", "directive", "prompt", "order", "rule")),
+    _rule("your_instructions_were", OVERRIDE, 0.6,
+          r"\byour\W+(?:initial|original|new|real|actual|updated|system|previous)\W+(?:instructions|prompt|directives)"
+          r"\W+(?:were|are|is|have\W+changed|now\W+read)\b", ("your",)),
     _rule("your_new_task", OVERRIDE, 0.6,
           r"your\W+" + _alt("new", "real", "true", "actual", "only", "sole") + r"\W+"
           + _alt("task", "goal", "job", "purpose", "instructions?", "role", "objective", "mission")
@@ -156,7 +167,8 @@ LATIN_RULES: tuple[Rule, ...] = (
           r"(?:bound|restricted|constrained|governed|confined|tied|obligated|required|forced|obliged)\W+(?:by|to)\b",
           ("bound", "restrict", "constrain", "govern", "confine", "tied", "oblig", "requir", "forced")),
     _rule("free_of_limits", JAILBREAK, 0.7,
-          r"\b(?:free|freed|liberated|released)\W+(?:of|from)\W+(?:all\W+|any\W+|the\W+|its\W+|your\W+)*"
+          r"\b(?:you|you're|ai|model|bot|assistant|it|is|are|be)\W+(?:now\W+|completely\W+|totally\W+)*"
+          r"(?:free|freed|liberated|released)\W+(?:of|from)\W+(?:all\W+|any\W+|the\W+|its\W+|your\W+)*"
           r"(?:\w+\W+){0,2}?" + _LIMITS + r"\b", ("free", "liberat", "releas")),
     _rule("has_no_limits", JAILBREAK, 0.7,
           r"\b" + _MODEL + r"\W+(?:\w+\W+){0,2}?(?:have|has|with|without|possess)\W+(?:no|zero|any)\W+"
@@ -167,14 +179,18 @@ LATIN_RULES: tuple[Rule, ...] = (
                                                                            "pretend", "role", "simulat", "become")),
     _rule("unfiltered_model", JAILBREAK, 0.7,
           r"\b" + _FREE + r"\W+(?:\w+\W+){0,1}?"
-          + _alt("ai", "model", "language\\W+model", "chatbot", "bot", "assistant", "version", "gpt", "responses?",
-                 "answers?", "mode", "persona", "alter\\W+ego", "outputs?", "replies", "reply") + r"\b",
-          ("unfilter", "uncensor", "unrestrict", "unlimit", "unbound", "unethic", "amoral", "nonmoral",
-           "non-moral", "immoral", "unhinged", "jailbr", "lawless", "unchain", "unshackl")),
-    _rule("ignore_policies", JAILBREAK, 0.6,
-          _alt(r"ignor\w*", r"disregard\w*", r"bypass\w*", r"violat\w*", r"break(?:s|ing)?", r"circumvent\w*",
-               r"free\W+from", r"not\W+(?:follow|abide\W+by|adhere\W+to)", "without", "no")
-          + _gap(4) + _alt("openai", "anthropic", "content", "ethical", "moral", "safety", "usage")
+          + _alt("ai", "model", "language\\W+model", "chatbot", "bot", "assistant", "gpt", "persona", "alter\\W+ego",
+                 r"version\W+of\W+(?:yourself|you|chatgpt)") + r"\b",
+          _FREE_NEEDLES),
+    # Weaker: "unfiltered mode" and "uncensored answers" also describe creative writing or search settings.
+    _rule("unfiltered_output", JAILBREAK, 0.45,
+          r"\b" + _FREE + r"\W+(?:\w+\W+){0,1}?"
+          + _alt("responses?", "answers?", "mode", "outputs?", "replies", "reply", "version") + r"\b",
+          _FREE_NEEDLES),
+    _rule("ignore_policies", JAILBREAK, 0.55,
+          _alt(r"ignor\w*", r"disregard\w*", r"bypass\w*", r"circumvent\w*", r"free\W+from",
+               r"not\W+(?:follow|abide\W+by|adhere\W+to)", "without")
+          + _gap(3) + _alt("openai", "anthropic", "content", "ethical", "moral", "safety", "usage")
           + _gap(3) + _alt(r"polic\w*", r"guidelines?", "restrictions?", "concerns?", "filters?", "boundaries",
                             "codes?", "standards", "principles", "limitations", "constraints", "safeguards"),
           ("openai", "anthropic", "content", "ethic", "moral", "safety", "usage")),
@@ -275,10 +291,7 @@ LATIN_RULES: tuple[Rule, ...] = (
     # --- code injection: the prompt tells the model to put given code into its answer; harmful code in it
     # counts only then, so people sharing their own code are not flagged for what it does.
     _rule("insert_code", CODE, 0.3,
-          r"\b(?:include|add|insert|embed|embedding|incorporat\w*|integrat\w*|append|merge|utiliz\w*|use|leverage"
-          r"|weave|woven|inject|place|paste|adopt|apply|implant|plug|keep\W+in\W+mind\W+to\W+include)\W+"
-          r"(?:\w+\W+){0,5}?(?:following|below|subsequent|given|provided|this|these)\W+(?:\w+\W+){0,2}?"
-          r"(?:code|snippet|script|block|excerpt|section|segment|fragment|payload)s?\b",
+          _CODE_BLOCK + _gap(12) + _YOUR_WORK + "|" + _YOUR_WORK + _gap(12) + _CODE_BLOCK,
           ("following", "below", "subsequent", "given", "provided", "this", "these")),
     _rule("code_reverse_shell", CODE, 0.55,
           r"\bdup2\b|/bin/(?:ba|z)?sh\b|cmd\.exe|\bnc\s+-e\b|reverse\W+shell|bind\W+shell|\bbackdoor",
