@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Iterator, Sequence, Tuple
 
 from .decode import clean, decoded_payloads, prepare, squash
 from .rules import (
@@ -52,7 +52,8 @@ _FAMILY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 
 # rule name -> (family, weight) of the rules that fired in one scan
 _Fired = Dict[str, Tuple[str, float]]
-_GATES = {rule.name: rule.gate for rule in LATIN_RULES if rule.gate}
+_UNGATED = tuple(rule for rule in LATIN_RULES if rule.gate is None)
+_GATED = tuple(rule for rule in LATIN_RULES if rule.gate is not None)
 _GROUPS = {rule.name: rule.group for rule in LATIN_RULES + SQUASHED_RULES + NATIVE_RULES}
 
 
@@ -137,8 +138,12 @@ class OfflineDetector:
             latin = self._allow.sub(" ", latin)
             native = self._allow.sub(" ", native)
         meta = any(needle in latin for needle in META_NEEDLES) and META.search(latin) is not None
-        for rule in LATIN_RULES:
+        for rule in _UNGATED:
             _apply(rule, latin, fired, meta)
+        for rule in _GATED:
+            # Gated rules cost a pass only when their gate fired; they would not count otherwise.
+            if rule.gate in fired:
+                _apply(rule, latin, fired, meta)
         for rule in self._custom:
             _apply(rule, latin, fired, meta=False)
             if native != latin:
@@ -183,9 +188,8 @@ def _apply(rule: Rule, text: str, fired: _Fired, meta: bool) -> None:
     if any(name in fired for name in rule.unless):
         return
     best = 0.0
-    for count, match in enumerate(rule.regex.finditer(text)):
+    for count, start in enumerate(_match_starts(rule, text)):
         weight = rule.weight
-        start = match.start()
         if rule.imperative and NOT_ADDRESSED.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start):
             weight *= DEFAULT_NOT_ADDRESSED_FACTOR
         if meta:
@@ -197,14 +201,26 @@ def _apply(rule: Rule, text: str, fired: _Fired, meta: bool) -> None:
         fired[rule.name] = (rule.family, best)
 
 
+def _match_starts(rule: Rule, text: str) -> Iterator[int]:
+    """Start offsets of the rule's matches, trying the regex only at its anchor words when it has some."""
+    if not rule.anchors:
+        for match in rule.regex.finditer(text):
+            yield match.start()
+        return
+    for anchor in rule.anchors:
+        start = text.find(anchor)
+        while start != -1:
+            if rule.regex.match(text, start) and (
+                rule.before is None or rule.before.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start)
+            ):
+                yield start
+            start = text.find(anchor, start + 1)
+
+
 def _combine(fired: _Fired) -> Detection:
-    # Harmful code only counts when the text also tells the model to use it (see rules.CODE).
     group_weight: dict[str, float] = {}
     family_weight: dict[str, float] = {}
     for name, (family, weight) in fired.items():
-        gate = _GATES.get(name)
-        if gate is not None and gate not in fired:
-            continue
         group = _GROUPS.get(name, name)
         group_weight[group] = max(weight, group_weight.get(group, 0.0))
         family_weight[family] = max(weight, family_weight.get(family, 0.0))

@@ -160,7 +160,8 @@ def decoded_payloads(text: str) -> Iterator[str]:
             if fresh(decoded):
                 found += 1
                 yield decoded  # type: ignore[misc]
-    if "\\x" in text or " " in text:
+    # Every hex pair of printable ASCII has a digit (0x20..0x7e), so text with few digits holds no spaced hex.
+    if "\\x" in text or sum(map(text.count, "0123456789")) >= DEFAULT_MIN_HEX_BYTES:
         for match in _HEX_SPACED.finditer(text):
             if found >= DEFAULT_MAX_SEGMENTS:
                 return

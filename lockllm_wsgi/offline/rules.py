@@ -35,6 +35,11 @@ class Rule:
     imperative: bool = False
     # A gated rule counts only when the named rule also fired (code that is harmful only if smuggled in).
     gate: str | None = None
+    # Where a match can start: the rule tries the regex only at these words (found by str.find, far cheaper
+    # than a regex scan over every position); empty means a plain regex scan over the whole text.
+    anchors: tuple[str, ...] = ()
+    # The text just before a match must end with this pattern (who is addressed, a line start).
+    before: re.Pattern[str] | None = None
     # Rules of one group read the same evidence (one phrase, several wordings): only the strongest counts.
     group: str = ""
     # A rule for the squashed copy is skipped when these rules already read the phrase in the plain text, where
@@ -53,6 +58,8 @@ def _gap(n: int) -> str:
 
 def _rule(name: str, family: str, weight: float, pattern: str, needles: tuple[str, ...] = (), **kw: object) -> Rule:
     kw.setdefault("group", name)
+    if isinstance(kw.get("before"), str):
+        kw["before"] = re.compile(kw["before"] + r"\Z")  # type: ignore[arg-type]
     return Rule(name, family, weight, re.compile(pattern, re.MULTILINE), needles, **kw)  # type: ignore[arg-type]
 
 
@@ -63,6 +70,11 @@ _IGNORE = _alt(
 )
 _IGNORE_NEEDLES = ("ignor", "disregard", "forget", "skip", "overrid", "overrule", "bypass", "neglect", "overlook",
                    "aside", "abandon", "discard", "throw", "follow", "obey", "attention")
+_IGNORE_ANCHORS = ("ignor", "disregard", "forget", "skip", "overrid", "overrule", "bypass", "neglect", "overlook",
+                   "set", "put", "abandon", "discard", "throw", "do", "stop", "no", "never", "pay")
+# A subject naming the model right before the phrase: "you are no longer bound", "the AI has no limits".
+_MODEL_SUBJECT = (r"\b(?:you|you're|ai|model|bot|chatbot|assistant|it|he|she|gpt|chatgpt|llm|persona|character|dan)"
+                  r"\W+(?:\w+\W+){0,3}?")
 _FILLER = r"(?:(?:all|any|every|each|of|the|your|my|these|those|both|and|other|such|its|our|their|whatever)\W+){0,4}"
 _BEFORE = _alt("previous", "previously", "prior", "above", "preceding", "earlier", "original", "initial",
                "former", "old", "foregoing", "aforementioned", "past", "system", "default", "existing", "current",
@@ -92,6 +104,8 @@ _LIMITS = _alt("restrictions", "limitations", "limits", "filters?", "filtering",
                "morals", "ethics", "rules", "guidelines", "constraints", "principles", "safeguards", "policies")
 _SEND = _alt("send", "forward", "post", "upload", "e-?mail", "transmit", "exfiltrate", "leak", "submit", "mail",
              "deliver", "share")
+_SEND_ANCHORS = ("send", "forward", "post", "upload", "email", "e-mail", "mail", "transmit", "exfiltrate", "leak",
+                 "submit", "deliver", "share")
 _SENSITIVE = _alt("passwords?", "credentials", "api\\W?keys?", "secrets?", "tokens?", "private\\W+keys?",
                   "ssh\\W+keys?", "credit\\W+cards?", "social\\W+security", "personal\\W+(?:data|information)",
                   "chat\\W+history", "conversation", "emails?", "contacts", "usernames?", "session\\W+cookies?",
@@ -106,38 +120,45 @@ _YOUR_WORK = (r"\byour\W+(?:\w+\W+){0,1}?(?:code|codebase|response|answer|output
 LATIN_RULES: tuple[Rule, ...] = (
     # --- instruction override: an imperative to drop what the model was told before.
     _rule("override_prior", OVERRIDE, 0.95,
-          _IGNORE + r"\W+" + _FILLER + _BEFORE + _gap(2) + _ORDERS + r"\b", _IGNORE_NEEDLES, imperative=True, group="override"),
+          _IGNORE + r"\W+" + _FILLER + _BEFORE + _gap(2) + _ORDERS + r"\b", _IGNORE_NEEDLES, imperative=True, group="override",
+          anchors=_IGNORE_ANCHORS),
     _rule("override_orders_before", OVERRIDE, 0.9,
           _IGNORE + r"\W+" + _FILLER + _ORDERS + _gap(4)
           + _alt("before", "above", "earlier", "previously", r"so\W+far", r"until\W+now", r"up\W+to\W+now",
                  "prior", "you\\W+(?:were|have\\W+been)\\W+given") + r"\b",
-          _IGNORE_NEEDLES, imperative=True, group="override"),
+          _IGNORE_NEEDLES, imperative=True, group="override",
+          anchors=_IGNORE_ANCHORS),
     _rule("override_the_above", OVERRIDE, 0.85,
           _IGNORE + r"\W+" + _FILLER + _alt("above", "previous", "preceding", "foregoing")
           + r"(?:\W+(?:text|content|statements?|stuff|directions?|prompt))?\s*(?:and\b|[,.;:!]|$)",
-          _IGNORE_NEEDLES, imperative=True, group="override"),
+          _IGNORE_NEEDLES, imperative=True, group="override",
+          anchors=_IGNORE_ANCHORS),
     _rule("override_your_rules", OVERRIDE, 0.8,
           _IGNORE + r"\W+" + r"(?:(?:all|any|of|every|each)\W+){0,2}(?:your|the\W+system'?s?)\W+(?:\w+\W+){0,2}?"
-          + _STRONG_ORDERS + r"\b", _IGNORE_NEEDLES, imperative=True, group="override"),
+          + _STRONG_ORDERS + r"\b", _IGNORE_NEEDLES, imperative=True, group="override",
+          anchors=_IGNORE_ANCHORS),
     _rule("override_any_rules", OVERRIDE, 0.6,
           _IGNORE + r"\W+" + r"(?:all|any|every)\W+(?:\w+\W+){0,1}?" + _STRONG_ORDERS + r"\b",
-          _IGNORE_NEEDLES, imperative=True, group="override"),
+          _IGNORE_NEEDLES, imperative=True, group="override",
+          anchors=_IGNORE_ANCHORS),
     _rule("override_everything_said", OVERRIDE, 0.85,
           _IGNORE + r"\W+" + _alt("everything", "anything", "all", "what") + r"\W+(?:(?:that|which)\W+)?"
           + _alt("i", "you", "we", "i've", "you've", "you're") + _gap(2)
           + _alt("said", "told", "written", "wrote", "learned", "learnt", "know", "given", "received", "got")
-          + r"\b", _IGNORE_NEEDLES, imperative=True, group="override"),
+          + r"\b", _IGNORE_NEEDLES, imperative=True, group="override",
+          anchors=_IGNORE_ANCHORS),
     _rule("new_instructions", OVERRIDE, 0.6,
           _alt("new", "updated", "revised", "real", "actual", "true", "secret", "hidden", "override")
           + r"\W+" + _alt("instructions?", "directives?", r"system\W+prompt", "orders", "rules") + r"\s*(?::|are\b|follow)",
-          ("instruction", "directive", "prompt", "order", "rule")),
+          ("instruction", "directive", "prompt", "order", "rule"),
+          anchors=("new", "updated", "revised", "real", "actual", "true", "secret", "hidden", "override")),
     _rule("your_instructions_were", OVERRIDE, 0.6,
           r"\byour\W+(?:initial|original|new|real|actual|updated|system|previous)\W+(?:instructions|prompt|directives)"
-          r"\W+(?:were|are|is|have\W+changed|now\W+read)\b", ("your",)),
+          r"\W+(?:were|are|is|have\W+changed|now\W+read)\b", ("your",), anchors=("your",)),
     _rule("your_new_task", OVERRIDE, 0.6,
           r"your\W+" + _alt("new", "real", "true", "actual", "only", "sole") + r"\W+"
           + _alt("task", "goal", "job", "purpose", "instructions?", "role", "objective", "mission")
-          + r"\W+" + _alt("is", "are", "will\\W+be", "now") + r"\b", ("your",)),
+          + r"\W+" + _alt("is", "are", "will\\W+be", "now") + r"\b", ("your",), anchors=("your",)),
     _rule("reprogramming", OVERRIDE, 0.7, r"\b(?:re-?program(?:m?ing|med)?|reprogram)\b", ("program",)),
     _rule("from_now_on", OVERRIDE, 0.4,
           _alt(r"from\W+now\W+on", r"for\W+the\W+rest\W+of\W+(?:this|the|our)\W+conversation", r"from\W+this\W+point")
@@ -148,10 +169,10 @@ LATIN_RULES: tuple[Rule, ...] = (
           r"\b(?:just|only)\W+(?:print|say|output|write|respond\W+with|reply\W+with)\b", ("just", "only")),
     # --- persona jailbreaks: the model is told it is another, unrestricted, system.
     _rule("do_anything_now", JAILBREAK, 0.9, r"\bdo\W+anything\W+now\b|\bdan\W+(?:mode|prompt|jailbreak)\b",
-          ("anything", "dan")),
+          ("anything", "dan"), anchors=("do", "dan")),
     _rule("act_as_dan", JAILBREAK, 0.6,
           r"\b(?:act\W+as|pretend\W+to\W+be|you\W+are\W+now|you\W+will\W+be|roleplay\W+as|simulate)\W+(?:a\W+)?dan\b",
-          ("dan",)),
+          ("dan",), anchors=("act", "pretend", "you are now", "you will be", "roleplay", "simulate")),
     _rule("developer_mode_on", JAILBREAK, 0.85,
           r"\bdeveloper\W+mode\W+(?:enabled|activated|on|output|response|responses|turned\W+on)\b", ("developer",)),
     _rule("developer_mode_persona", JAILBREAK, 0.7,
@@ -162,21 +183,20 @@ LATIN_RULES: tuple[Rule, ...] = (
           r"|\b(?:disable|turn\W+off|deactivate|bypass)\W+(?:your\W+|the\W+|all\W+)?(?:safe|safety|restricted)\W+"
           r"(?:mode|filters?|protocols?|features?|guidelines|settings)\b", ("mode", "safe", "safety")),
     _rule("not_bound", JAILBREAK, 0.8,
-          r"\b" + _MODEL + r"\W+(?:are\W+|is\W+|will\W+be\W+|now\W+|has\W+been\W+|have\W+been\W+){0,2}"
-          r"(?:no\W+longer|not|never|free\W+from|freed\W+from|released\W+from|liberated\W+from)\W+(?:\w+\W+){0,2}?"
+          r"\b(?:no\W+longer|not|never|free\W+from|freed\W+from|released\W+from|liberated\W+from)\W+(?:\w+\W+){0,2}?"
           r"(?:bound|restricted|constrained|governed|confined|tied|obligated|required|forced|obliged)\W+(?:by|to)\b",
-          ("bound", "restrict", "constrain", "govern", "confine", "tied", "oblig", "requir", "forced")),
+          ("bound", "restrict", "constrain", "govern", "confine", "tied", "oblig", "requir", "forced"),
+          anchors=("no", "not", "never", "free", "released", "liberated"), before=_MODEL_SUBJECT),
     _rule("free_of_limits", JAILBREAK, 0.7,
-          r"\b(?:you|you're|ai|model|bot|assistant|it|is|are|be)\W+(?:now\W+|completely\W+|totally\W+)*"
-          r"(?:free|freed|liberated|released)\W+(?:of|from)\W+(?:all\W+|any\W+|the\W+|its\W+|your\W+)*"
-          r"(?:\w+\W+){0,2}?" + _LIMITS + r"\b", ("free", "liberat", "releas")),
+          r"\b(?:free|freed|liberated|released)\W+(?:of|from)\W+(?:all\W+|any\W+|the\W+|its\W+|your\W+)*"
+          r"(?:\w+\W+){0,2}?" + _LIMITS + r"\b", ("free", "liberat", "releas"),
+          anchors=("free", "liberated", "released"), before=_MODEL_SUBJECT),
     _rule("has_no_limits", JAILBREAK, 0.7,
-          r"\b" + _MODEL + r"\W+(?:\w+\W+){0,2}?(?:have|has|with|without|possess)\W+(?:no|zero|any)\W+"
-          r"(?:\w+\W+){0,3}?" + _LIMITS + r"\b", ("no", "zero", "any")),
+          r"\b(?:have|has|with|without|possess)\W+(?:no|zero|any)\W+(?:\w+\W+){0,3}?" + _LIMITS + r"\b",
+          ("no", "zero", "any"), anchors=("have", "has", "with", "possess"), before=_MODEL_SUBJECT),
     _rule("act_unfiltered", JAILBREAK, 0.75,
           _alt("act", "behave", "respond", "answer", "pretend", "roleplay", "role-play", "simulate", "become")
-          + _gap(5) + _alt(_FREE, r"without\W+(?:any\W+)?" + _LIMITS), ("act", "behav", "respond", "answer",
-                                                                           "pretend", "role", "simulat", "become")),
+          + _gap(5) + _alt(_FREE, r"without\W+(?:any\W+)?" + _LIMITS), _FREE_NEEDLES + ("without",)),
     _rule("unfiltered_model", JAILBREAK, 0.7,
           r"\b" + _FREE + r"\W+(?:\w+\W+){0,1}?"
           + _alt("ai", "model", "language\\W+model", "chatbot", "bot", "assistant", "gpt", "persona", "alter\\W+ego",
@@ -199,30 +219,31 @@ LATIN_RULES: tuple[Rule, ...] = (
     _rule("persona_setup", JAILBREAK, 0.25,
           r"\b(?:you\W+are|you're)\W+(?:now\W+|going\W+to\W+|about\W+to\W+){0,2}"
           r"(?:act|be\W+playing|play|roleplay|pretend|simulate|embody|embodying|in\W+the\W+role|operating\W+in|replaced)",
-          ("you",)),
+          anchors=("you are", "you're")),
     _rule("stay_in_character", JAILBREAK, 0.35, r"\b(?:stay|remain|staying|break(?:ing)?)\W+(?:in\W+|out\W+of\W+)?character\b",
           ("character",)),
     _rule("dual_response", JAILBREAK, 0.35,
           r"\b(?:two|2|both)\W+(?:different\W+|separate\W+|distinct\W+)?(?:responses|ways|answers|styles|outputs|personalities)\b",
-          ("two", "2", "both")),
+          ("two", "2", "both"), anchors=("two", "2", "both")),
     _rule("prefix_outputs", JAILBREAK, 0.3,
           r"\b(?:start|begin|prefix|preface)\w*\W+(?:all\W+|each\W+|every\W+)?(?:of\W+)?(?:your\W+|the\W+)?"
-          r"(?:outputs?|responses?|answers?|replies|messages?)\W+with\b", ("start", "begin", "prefix", "preface")),
+          r"(?:outputs?|responses?|answers?|replies|messages?)\W+with\b", ("start", "begin", "prefix", "preface"),
+          anchors=("start", "begin", "prefix", "preface")),
     _rule("never_refuse", JAILBREAK, 0.45,
           r"\b(?:never|don't|do\W+not|won't|will\W+not|cannot|can't|must\W+not)\W+(?:ever\W+)?"
           r"(?:refuse|decline|say\W+no|apologi[sz]e|warn|censor|add\W+(?:any\W+)?(?:warnings|disclaimers))\b",
-          ("never", "not", "n't")),
+          ("never", "not", "n't"), anchors=("never", "don't", "do", "won't", "will", "cannot", "can't", "must")),
     _rule("prompt_template", JAILBREAK, 0.3, r"\[insert\W+prompt\W+here\]|\{\{?\W*prompt\W*\}\}?", ("prompt",)),
     _rule("chatgpt_named", JAILBREAK, 0.15, r"\bchat\W?gpt\b", ("gpt",)),
     # --- system prompt extraction: asking for the hidden instructions themselves.
     _rule("reveal_system_prompt", EXTRACTION, 0.85,
           r"\b" + _REVEAL + _gap(4) + r"(?:system\W*prompt|" + _HIDDEN + r"\W*(?:\w+\W+){0,1}?" + _SECRETS + r")\b",
-          _REVEAL_NEEDLES, imperative=True, group="reveal"),
+          _REVEAL_NEEDLES, imperative=True, group="reveal", anchors=_REVEAL_NEEDLES),
     _rule("reveal_your_instructions", EXTRACTION, 0.7,
           r"\b" + _REVEAL + _gap(4) + r"your\W+(?:\w+\W+){0,2}?" + _alt("prompt", "instructions", "directives",
                                                                         "system\\W+message", "programming",
                                                                         "configuration", "parameters") + r"\b",
-          _REVEAL_NEEDLES, imperative=True, group="reveal"),
+          _REVEAL_NEEDLES, imperative=True, group="reveal", anchors=_REVEAL_NEEDLES),
     _rule("what_are_your_instructions", EXTRACTION, 0.75,
           r"\bwhat\W+(?:are|were|is|was)\W+(?:all\W+)?your\W+(?:\w+\W+){0,1}?"
           + _alt("instructions", r"system\W+prompt", r"initial\W+prompt", "directives", "prompt") + r"\b",
@@ -234,7 +255,8 @@ LATIN_RULES: tuple[Rule, ...] = (
           + r"|\b" + _alt("repeat", "print", "reveal", "output", "show", "display", "echo", "recite", "dump", "leak")
           + _gap(2) + _alt("above", "previous", "preceding", "initial", "first") + r"\W+(?:prompt|instructions)\b",
           ("repeat", "print", "reveal", "output", "show", "display", "echo", "recite", "dump", "leak", "spell"),
-          imperative=True, group="reveal"),
+          imperative=True, group="reveal",
+          anchors=("repeat", "print", "reveal", "output", "show", "display", "echo", "recite", "dump", "leak", "spell")),
     _rule("starting_with_you_are", EXTRACTION, 0.4,
           r"\b(?:start|begin)\w*\W+(?:with|from)\W+[\"']?you\W+are\b", ("start", "begin")),
     # --- fake delimiters and role markers that pretend the user's text has ended.
@@ -247,13 +269,14 @@ LATIN_RULES: tuple[Rule, ...] = (
           r"override|instructions?|note))?[ \t]*:", ("#",)),
     _rule("role_tags", DELIMITER, 0.5, r"</?(?:system|user|assistant|instructions?|im_start|human)>", ("<",)),
     _rule("end_of_input", DELIMITER, 0.6,
-          r"(?:^|[\[(=#*<>|~-])[ \t]*(?:end|begin|beginning|start)\W+(?:of\W+)?(?:the\W+)?(?:user\W+|new\W+|system\W+|admin\W+)?"
-          r"(?:input|prompt|message|query|document|context|instructions|conversation|data|text)\b", ("end", "begin", "start")),
+          r"(?:end|begin|beginning|start)\W+(?:of\W+)?(?:the\W+)?(?:user\W+|new\W+|system\W+|admin\W+)?"
+          r"(?:input|prompt|message|query|document|context|instructions|conversation|data|text)\b", ("end", "begin", "start"),
+          anchors=("end", "begin", "start"), before=r"(?:^|\n|[\[(=#*<>|~-])[ \t]*"),
     _rule("system_line", DELIMITER, 0.55,
-          r"^[ \t>*_]*(?:system|admin|developer)(?:[ \t]+(?:message|prompt|override|note|update|instruction))?[ \t*_]*:",
-          ("system", "admin", "developer")),
-    _rule("fake_turn", DELIMITER, 0.3,
-          r"(?:^|[.!?\"'][ \t]+)(?:assistant|ai|human|user|bot|gpt|chatgpt)[ \t]*:", (":",)),
+          r"(?:system|admin|developer)(?:[ \t]+(?:message|prompt|override|note|update|instruction))?[ \t*_]*:",
+          ("system", "admin", "developer"), anchors=("system", "admin", "developer"), before=r"(?:^|\n)[ \t>*_]*"),
+    _rule("fake_turn", DELIMITER, 0.3, r"(?:assistant|ai|human|user|bot|gpt|chatgpt)[ \t]*:", (":",),
+          anchors=("assistant", "ai", "human", "user", "bot", "gpt", "chatgpt"), before=r"(?:^|\n|[.!?\"'][ \t]+)[ \t]*"),
     _rule("admin_override", DELIMITER, 0.6,
           r"\b(?:admin|administrator|developer|system|root|sudo)\W+(?:override|command|access\W+granted)\b",
           ("override", "command", "access")),
@@ -261,21 +284,21 @@ LATIN_RULES: tuple[Rule, ...] = (
     _rule("call_tool_with", TOOL, 0.45,
           r"\b(?:call|invoke|run|execute|trigger|use)\W+(?:the\W+|this\W+|a\W+)?(?:\w+\W+){0,2}?"
           r"(?:function|tool|plugin|api|action)\W+(?:\w+\W+){0,6}?(?:with|using|passing|argument|parameters?)\b",
-          ("function", "tool", "plugin", "api", "action")),
+          ("function", "tool", "plugin", "api", "action"), anchors=("call", "invoke", "run", "execute", "trigger", "use")),
     _rule("execute_command", TOOL, 0.5,
           r"\b(?:execute|run)\W+(?:the\W+following|this|these|the\W+below|the\W+next)\W+(?:\w+\W+){0,1}?"
-          r"(?:command|shell|script|query|sql|program|code)s?\b", ("execute", "run")),
+          r"(?:command|shell|script|query|sql|program|code)s?\b", ("execute", "run"), anchors=("execute", "run")),
     _rule("shell_payload", TOOL, 0.5,
           r"\brm\s+-rf\b|\b(?:curl|wget)\s+\S{1,200}\s*\|\s*(?:ba|z)?sh\b|:\(\)\s*\{\s*:\|:&\s*\};:", ("rm", "curl", "wget", ":()")),
     # --- data exfiltration: moving user data to an address the attacker reads.
     _rule("send_to_address", EXFILTRATION, 0.4,
           r"\b" + _SEND + _gap(8) + r"(?:to|at|into)\W+(?:https?://|www\.|[\w.+-]+@[\w-]+\.\w|my\W+(?:server|webhook|"
           r"endpoint)|the\W+(?:following\W+)?(?:url|webhook|endpoint|address))",
-          ("send", "forward", "post", "upload", "mail", "transmit", "exfiltrate", "leak", "submit", "deliver", "share")),
+          ("send", "forward", "post", "upload", "mail", "transmit", "exfiltrate", "leak", "submit", "deliver", "share"), anchors=_SEND_ANCHORS),
     _rule("send_sensitive", EXFILTRATION, 0.8,
           r"\b" + _SEND + _gap(4) + _SENSITIVE + _gap(6) + r"(?:to|at|into)\W+(?:https?://|www\.|[\w.+-]+@[\w-]+\.\w"
           r"|my\W+(?:server|webhook|endpoint)|the\W+(?:following\W+)?(?:url|webhook|endpoint|address))",
-          ("send", "forward", "post", "upload", "mail", "transmit", "exfiltrate", "leak", "submit", "deliver", "share")),
+          ("send", "forward", "post", "upload", "mail", "transmit", "exfiltrate", "leak", "submit", "deliver", "share"), anchors=_SEND_ANCHORS),
     _rule("forward_all", EXFILTRATION, 0.6,
           r"\bforward\W+(?:every|all|each)\W+(?:\w+\W+){0,3}?(?:emails?|messages?|files?|documents?)\b", ("forward",)),
     _rule("secrets_in_store", EXFILTRATION, 0.6,
@@ -292,7 +315,8 @@ LATIN_RULES: tuple[Rule, ...] = (
     # counts only then, so people sharing their own code are not flagged for what it does.
     _rule("insert_code", CODE, 0.3,
           _CODE_BLOCK + _gap(12) + _YOUR_WORK + "|" + _YOUR_WORK + _gap(12) + _CODE_BLOCK,
-          ("following", "below", "subsequent", "given", "provided", "this", "these")),
+          ("following", "below", "subsequent", "given", "provided", "this", "these"),
+          anchors=("following", "below", "subsequent", "given", "provided", "this", "these", "your")),
     _rule("code_reverse_shell", CODE, 0.55,
           r"\bdup2\b|/bin/(?:ba|z)?sh\b|cmd\.exe|\bnc\s+-e\b|reverse\W+shell|bind\W+shell|\bbackdoor",
           ("dup2", "/bin/", "cmd.exe", "nc ", "shell", "backdoor"), gate="insert_code"),
