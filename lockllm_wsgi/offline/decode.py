@@ -62,8 +62,13 @@ _NOT_LETTERS = bytes(i for i in range(256) if not 97 <= i <= 122)
 
 _BASE64_TOKEN = re.compile(r"[A-Za-z0-9+/_-]{%d,}={0,2}" % DEFAULT_MIN_BASE64_CHARS)
 _HEX_TOKEN = re.compile(r"(?:0x)?((?:[0-9a-fA-F]{2}){%d,})" % DEFAULT_MIN_HEX_BYTES)
-# Hex written as "\x69\x67" or "69 67 6e": separators are single characters, so the run cannot backtrack.
-_HEX_SPACED = re.compile(r"(?:(?:\\x|0x)?[0-9a-fA-F]{2}[ ,:;]?){%d,}" % DEFAULT_MIN_HEX_BYTES)
+# Hex written with separators: "\\x69\\x67", "0x69 0x67" or "69 67 6e". A printable byte starts with 2..7, which
+# lets the regex engine skip straight to digits; single-character separators keep the runs unambiguous.
+_HEX_ESCAPED = re.compile(r"(?:\\x[0-9a-fA-F]{2}){%d,}" % DEFAULT_MIN_HEX_BYTES)
+_HEX_SEPARATED = (
+    re.compile(r"0x[2-7][0-9a-fA-F](?:[ ,:;]{1,2}0x[0-9a-fA-F]{2}){%d,}" % (DEFAULT_MIN_HEX_BYTES - 1)),
+    re.compile(r"[2-7][0-9a-fA-F](?:[ ,:;][0-9a-fA-F]{2}){%d,}" % (DEFAULT_MIN_HEX_BYTES - 1)),
+)
 _HEX_SEPARATORS = re.compile(r"\\x|0x|[ ,:;]")
 _PERCENT = re.compile(r"%[0-9a-fA-F]{2}")
 _ENTITY = re.compile(r"&(?:#[0-9]{2,7}|#x[0-9a-fA-F]{2,6}|[a-zA-Z]{2,8});")
@@ -89,7 +94,8 @@ def prepare(text: str) -> tuple[str, str]:
 
 def squash(latin: str) -> str:
     """The letters-only copy of `latin`, with leetspeak digits read as letters."""
-    return latin.encode("ascii", "ignore").translate(_LEET, _NOT_LETTERS).decode("ascii")
+    # Two passes: bytes.translate deletes before it maps, and the digits must be mapped before deletion.
+    return latin.encode("ascii", "ignore").translate(_LEET).translate(None, _NOT_LETTERS).decode("ascii")
 
 
 def _printable(decoded: str) -> bool:
@@ -160,16 +166,15 @@ def decoded_payloads(text: str) -> Iterator[str]:
             if fresh(decoded):
                 found += 1
                 yield decoded  # type: ignore[misc]
-    # Every hex pair of printable ASCII has a digit (0x20..0x7e), so text with few digits holds no spaced hex.
-    if "\\x" in text or sum(map(text.count, "0123456789")) >= DEFAULT_MIN_HEX_BYTES:
-        for match in _HEX_SPACED.finditer(text):
+    # The escaped form has no literal prefix the regex engine can skip to, so it runs only when one is present.
+    for pattern in (_HEX_ESCAPED, *_HEX_SEPARATED) if "\\x" in text else _HEX_SEPARATED:
+        for match in pattern.finditer(text):
             if found >= DEFAULT_MAX_SEGMENTS:
                 return
-            if " " in match.group() or "\\x" in match.group():
-                decoded = _hex(_HEX_SEPARATORS.sub("", match.group()))
-                if fresh(decoded):
-                    found += 1
-                    yield decoded  # type: ignore[misc]
+            decoded = _hex(_HEX_SEPARATORS.sub("", match.group()))
+            if fresh(decoded):
+                found += 1
+                yield decoded  # type: ignore[misc]
     # Percent-encoding and HTML entities are decoded in place over the whole text: the payload is often only
     # partly escaped ("ignore%20previous"), so there is no clean segment to cut out.
     if "%" in text and len(_PERCENT.findall(text, 0, DEFAULT_MAX_DECODE_CHARS)) >= 3:

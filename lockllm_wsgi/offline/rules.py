@@ -104,6 +104,9 @@ _LIMITS = _alt("restrictions", "limitations", "limits", "filters?", "filtering",
                "morals", "ethics", "rules", "guidelines", "constraints", "principles", "safeguards", "policies")
 _SEND = _alt("send", "forward", "post", "upload", "e-?mail", "transmit", "exfiltrate", "leak", "submit", "mail",
              "deliver", "share")
+# The rest of a URL up to a template placeholder ("{data}", "[SECRET]", "<history>", "$USER", "%7Bx%7D"):
+# one bounded character class, so each candidate costs at most a few hundred steps.
+_URL_TO_PLACEHOLDER = r"[^\s)<{\[$%]{1,300}(?:\{[^}\s]{1,40}\}|\[[a-z_ .-]{1,40}\]|<[a-z_ .-]{1,40}>|\$\{?[a-z_]{2,40}|%7b)"
 _SEND_ANCHORS = ("send", "forward", "post", "upload", "email", "e-mail", "mail", "transmit", "exfiltrate", "leak",
                  "submit", "deliver", "share")
 _SENSITIVE = _alt("passwords?", "credentials", "api\\W?keys?", "secrets?", "tokens?", "private\\W+keys?",
@@ -174,7 +177,7 @@ LATIN_RULES: tuple[Rule, ...] = (
           r"\b(?:act\W+as|pretend\W+to\W+be|you\W+are\W+now|you\W+will\W+be|roleplay\W+as|simulate)\W+(?:a\W+)?dan\b",
           ("dan",), anchors=("act", "pretend", "you are now", "you will be", "roleplay", "simulate")),
     _rule("developer_mode_on", JAILBREAK, 0.85,
-          r"\bdeveloper\W+mode\W+(?:enabled|activated|on|output|response|responses|turned\W+on)\b", ("developer",)),
+          r"\bdeveloper\W+mode\W+(?:enabled|activated|output|response|responses|turned\W+on)\b", ("developer",)),
     _rule("developer_mode_persona", JAILBREAK, 0.7,
           _alt("simulate", "act\\W+as", "pretend", "chatgpt", "gpt", r"\bai", "model", "llm") + _gap(4)
           + r"developer\W+mode\b", ("developer",)),
@@ -284,7 +287,14 @@ LATIN_RULES: tuple[Rule, ...] = (
     _rule("call_tool_with", TOOL, 0.45,
           r"\b(?:call|invoke|run|execute|trigger|use)\W+(?:the\W+|this\W+|a\W+)?(?:\w+\W+){0,2}?"
           r"(?:function|tool|plugin|api|action)\W+(?:\w+\W+){0,6}?(?:with|using|passing|argument|parameters?)\b",
-          ("function", "tool", "plugin", "api", "action"), anchors=("call", "invoke", "run", "execute", "trigger", "use")),
+          ("function", "tool", "plugin", "api", "action"), anchors=("call", "invoke", "run", "execute", "trigger", "use"),
+          group="call_tool"),
+    # Stronger when the call's arguments point outside: a URL or e-mail address the attacker reads.
+    _rule("call_tool_external", TOOL, 0.7,
+          r"\b(?:call|invoke|run|execute|trigger|use)\W+(?:the\W+|this\W+|a\W+)?(?:\w+\W+){0,2}?"
+          r"(?:function|tool|plugin|api|action)\W+(?:\w+\W+){0,10}?(?:https?://|www\.|[\w.+-]+@[\w-]+\.[a-z])",
+          ("function", "tool", "plugin", "api", "action"), anchors=("call", "invoke", "run", "execute", "trigger", "use"),
+          group="call_tool"),
     _rule("execute_command", TOOL, 0.5,
           r"\b(?:execute|run)\W+(?:the\W+following|this|these|the\W+below|the\W+next)\W+(?:\w+\W+){0,1}?"
           r"(?:command|shell|script|query|sql|program|code)s?\b", ("execute", "run"), anchors=("execute", "run")),
@@ -308,6 +318,17 @@ LATIN_RULES: tuple[Rule, ...] = (
     _rule("data_into_url", EXFILTRATION, 0.5,
           r"\b(?:append|add|include|insert|encode|put|embed)\w*\W+(?:\w+\W+){0,6}?(?:to|in|into)\W+(?:the\W+|a\W+)?"
           r"(?:url|link|query\W+string|image\W+url|image\W+link)\b", ("url", "link", "query")),
+    # Markdown images load by themselves when rendered, so an image URL carrying a placeholder ("?q={chat}")
+    # sends whatever the model fills in. Anchored on "](" and checked backwards for "![", so a text of
+    # thousands of "![" costs nothing.
+    _rule("markdown_image_placeholder", EXFILTRATION, 0.85, r"\]\(\s*https?://" + _URL_TO_PLACEHOLDER, ("](",),
+          anchors=("](",), before=r"!\[[^\]\n]{0,38}", group="markdown_placeholder"),
+    _rule("markdown_link_placeholder", EXFILTRATION, 0.6, r"\]\(\s*https?://" + _URL_TO_PLACEHOLDER, ("](",),
+          anchors=("](",), group="markdown_placeholder"),
+    _rule("url_placeholder", EXFILTRATION, 0.45, r"https?://" + _URL_TO_PLACEHOLDER, ("http",), anchors=("http",),
+          group="markdown_placeholder"),
+    _rule("markdown_image_query", EXFILTRATION, 0.35, r"\]\(\s*https?://[^\s)?]{1,300}\?[^\s)]{1,300}\)",
+          ("](",), anchors=("](",), before=r"!\[[^\]\n]{0,38}"),
     _rule("render_markdown_image", EXFILTRATION, 0.35,
           r"\b(?:render|display|show|output|include|print|embed)\w*\W+(?:\w+\W+){0,4}?(?:markdown\W+image|image\W+markdown"
           r"|markdown\W+link|invisible\W+image|tracking\W+pixel)", ("markdown", "image", "pixel")),
@@ -417,5 +438,6 @@ NOT_ADDRESSED = re.compile(
     r"(?:\b(?:should|can|could|may|might|do|does|did|would|shall|will|is\W+it\W+ok\W+to)\W+"
     r"(?:i|we|they|he|she|people|someone|one|users?|employees?|students?)\W+(?:\w+\W+){0,2}?"
     r"|\b(?:i|we|they|he|she|people|someone|who|users?)\W+(?:\w+\W+){0,1}?"
-    r"|\bhow\W+(?:to|do\W+i|can\W+i|do\W+you)\W+(?:\w+\W+){0,1}?)$"
+    r"|\bhow\W+(?:to|do\W+i|can\W+i|do\W+you)\W+(?:\w+\W+){0,1}?"
+    r"|\b(?:said|told\W+(?:me|us|him|her|them)|asked\W+(?:me|us|him|her|them)|whether|if)\W+(?:to\W+)?)$"
 )
