@@ -431,7 +431,8 @@ META = re.compile(
     r"\b(?:prompt\W+injections?|injection\W+attacks?|jailbreak(?:s|ing)?\W+(?:attacks?|attempts?|prompts?|techniques?)"
     r"|adversarial\W+prompts?|red\W+team\w*|prompt\W+attacks?|llm\W+security|ai\W+safety\W+research)\b"
 )
-META_NEEDLES = ("inject", "jailbreak", "adversarial", "red", "attack", "security", "safety")
+META_NEEDLES = ("inject", "jailbreak", "adversarial", "red team", "red-team", "redteam", "prompt attack",
+                "llm security", "safety research")
 # Text just before an imperative verb showing it is not addressed to the model: "should I ignore",
 # "they ignored", "how to bypass" -- a question or a report, not an order.
 NOT_ADDRESSED = re.compile(
