@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from werkzeug.http import parse_options_header
 
-from .audit import Counters, ensure_handler, log_request
+from .audit import Counters, ensure_handler, log_event, log_request
 from .body import decode_body, parse_json, read_body
 from .config import Route, Settings
 from .extract import Collector, UnknownShape, scan_units
@@ -49,6 +49,10 @@ class GatewayApp:
         self.relay = Relay(settings.upstream)
         self.counters = Counters()
         ensure_handler()
+        log_event("start", config=settings.source, scanner=settings.scanner.backend,
+                  routes=[route.prefix or "/" for route in settings.routes],
+                  note="no LockLLM key configured: scanning with the built-in offline scanner"
+                  if settings.scanner.backend == "offline" and not settings.scanner.api_key else None)
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         started = time.monotonic()

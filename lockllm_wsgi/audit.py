@@ -63,5 +63,9 @@ class Counters:
             return dict(self._counts)
 
 
+def log_event(event: str, **fields: object) -> None:
+    request_log.info(json.dumps({"event": event, **fields}, ensure_ascii=True, default=str))
+
+
 def log_request(**fields: object) -> None:
-    request_log.info(json.dumps({"event": "request", **fields}, ensure_ascii=True, default=str))
+    log_event("request", **fields)

@@ -186,10 +186,32 @@ def _error_message(response: requests.Response) -> str:
         return "(no JSON error envelope)"
 
 
-def make_scanner(settings: ScannerSettings):
+class OfflineScanner:
+    """The in-process rule scanner behind the same interface: no network, so no cache, retries or deadline."""
+
+    def __init__(self, settings: ScannerSettings):
+        from .offline import OfflineDetector, parse_signal
+
+        self.detector = OfflineDetector(
+            extra_signals=[parse_signal(line) for line in settings.offline_signals],
+            allow_phrases=settings.offline_allow,
+        )
+        self.retries_total = 0
+
+    def scan(self, texts: Sequence[str], deadline: float) -> list[Verdict]:
+        verdicts = []
+        for text in texts:
+            detection = self.detector.detect(text)
+            # No safe flag: the policy threshold alone judges the score, as it does for the API's.
+            verdicts.append(Verdict(safe=None, score=detection.score, label="offline", families=detection.families))
+        return verdicts
+
+    def close(self) -> None:
+        """Nothing to release; here so both scanners share one interface."""
+
+
+def make_scanner(settings: ScannerSettings) -> LockLLMScanner | OfflineScanner:
     """The scanner the settings name: the LockLLM API, or the in-process offline scanner."""
     if settings.backend == "offline":
-        from .offline_scanner import OfflineScanner
-
         return OfflineScanner(settings)
     return LockLLMScanner(settings)
