@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Iterable, Iterator
 from urllib.parse import quote
 
@@ -92,7 +93,7 @@ class GatewayApp:
         if method in BODYLESS_METHODS:
             if read_body(environ, limits.max_body_bytes):
                 raise Refusal(400, "unexpected_body", f"A {method} request must not carry a body.")
-            return self._relay(environ, start_response, route, path, b"", record, started, scanned=False, safe=None)
+            return self._relay(environ, start_response, route, path, b"", record, started)
         if method != "POST":
             raise Refusal(405, "method_not_allowed", f"{method} is not supported here; LLM APIs take POST.",
                           headers=(("Allow", "GET, HEAD, POST, DELETE, OPTIONS"),))
@@ -128,7 +129,7 @@ class GatewayApp:
             record["scanner_problem"] = str(problem)
             if self.settings.scanner.fail_mode == "open":
                 record["decision"] = "fail_open"
-                return self._relay(environ, start_response, route, path, raw, record, started, scanned=False, safe=None)
+                return self._relay(environ, start_response, route, path, raw, record, started)
             record["decision"] = "fail_closed"
             raise Refusal(503, "scanner_unavailable", "The prompt scanner is unavailable, so the request was not "
                           "sent; try again shortly, or ask the gateway operator to check the scanner.") from None
@@ -144,8 +145,7 @@ class GatewayApp:
                           f"The request was blocked: the text at {decision.trigger} looks like a prompt injection "
                           f"(score {decision.score if decision.score is not None else 'n/a'}, threshold "
                           f"{decision.threshold}). If this is legitimate, ask the gateway operator to review it.")
-        return self._relay(environ, start_response, route, path, raw, record, started, scanned=True,
-                           safe=decision.action == "allow")
+        return self._relay(environ, start_response, route, path, raw, record, started)
 
     def _extract(self, fmt: WireFormat, path: str, document: dict) -> Collector:
         try:
@@ -158,8 +158,7 @@ class GatewayApp:
             collector.strings(document, "body")
             return collector
 
-    def _relay(self, environ, start_response, route: Route, path: str, body: bytes, record, started,
-               scanned: bool, safe: bool | None):
+    def _relay(self, environ, start_response, route: Route, path: str, body: bytes, record, started):
         query = environ.get("QUERY_STRING", "")
         url = route.upstream + quote(path, safe=_PATH_SAFE) + (f"?{query}" if query else "")
         headers = request_headers(environ)
@@ -170,11 +169,11 @@ class GatewayApp:
             record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
             raise Refusal(error.status, "upstream_unavailable", str(error)) from None
         record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
-        record.setdefault("decision", "allow" if scanned else "unscanned")
+        record.setdefault("decision", "unscanned")
         record["status"] = status
         # The provider's own X-Request-Id is what its support desk asks for: keep it, ours is X-LockLLM-Request-Id.
         upstream_has_id = any(name.lower() == "x-request-id" for name, _ in headers_out)
-        headers_out += [header for header in self._gateway_headers(record, scanned, safe)
+        headers_out += [header for header in self._gateway_headers(record)
                         if not (upstream_has_id and header[0] == "X-Request-Id")]
         self.counters.add(str(record["decision"]))
         start_response(f"{status} {reason or 'Upstream'}", headers_out)
@@ -184,20 +183,20 @@ class GatewayApp:
         headers, body = fmt.error_body(refusal, str(record["request_id"]))
         record.setdefault("decision", "refused")
         record.update(status=refusal.status, code=refusal.code)
-        blocked = refusal.code == "prompt_injection_detected"
-        headers = headers + list(refusal.headers) + self._gateway_headers(
-            record, scanned=blocked, safe=False if blocked else None) + [("Content-Length", str(len(body)))]
+        headers = headers + list(refusal.headers) + self._gateway_headers(record) + [("Content-Length", str(len(body)))]
         self.counters.add(str(record["decision"]))
-        start_response(f"{refusal.status} {refusal.kind}", headers)
+        start_response(f"{refusal.status} {HTTPStatus(refusal.status).phrase}", headers)
         return _LoggedBody([body], record, started)
 
     @staticmethod
-    def _gateway_headers(record, scanned: bool, safe: bool | None) -> list[tuple[str, str]]:
+    def _gateway_headers(record) -> list[tuple[str, str]]:
+        decision = record.get("decision")
+        safe = {"allow": "true", "block": "false", "monitor": "false"}.get(str(decision), "unknown")
         return [
             ("X-Request-Id", str(record["request_id"])),
             ("X-LockLLM-Request-Id", str(record["request_id"])),
-            ("X-LockLLM-Scanned", "true" if scanned else "false"),
-            ("X-LockLLM-Safe", "unknown" if safe is None else ("true" if safe else "false")),
+            ("X-LockLLM-Scanned", "true" if safe != "unknown" else "false"),
+            ("X-LockLLM-Safe", safe),
         ]
 
 

@@ -31,6 +31,19 @@ class _RedactQuery(logging.Filter):
         return True
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not when the handler was made: mod_wsgi (and
+    test runners) replace sys.stderr, and a handler holding the old one would write nowhere."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def ensure_handler() -> None:
     """Give the request log a plain stderr handler unless the host application configured one, and keep
     query-string secrets out of urllib3's debug log."""
@@ -40,7 +53,7 @@ def ensure_handler() -> None:
             urllib3_log.addFilter(_RedactQuery())
         if request_log.handlers:
             return
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         request_log.addHandler(handler)
         request_log.setLevel(logging.INFO)
