@@ -25,9 +25,11 @@ from .extract import Collector, UnknownShape, scan_units
 from .formats import FORMATS, WireFormat
 from .formats.openai import OpenAIFormat
 from .health import OpsEndpoints
+from .identity import client_identity
 from .metrics import Metrics
 from .normalize import normalize_for_scan
 from .policy import decide
+from .ratelimit import RateLimiter
 from .refusal import Refusal
 from .relay import Relay, UpstreamError, request_headers
 from .scan import ScannerUnavailable, make_scanner
@@ -54,6 +56,7 @@ class GatewayApp:
         self.audit = AuditLog(settings.audit)
         self.metrics = Metrics(settings.metrics)
         self.ops = OpsEndpoints(settings, self.metrics)
+        self.limiter = RateLimiter(settings.ratelimit) if settings.ratelimit.enabled else None
         ensure_handler()
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
@@ -67,12 +70,15 @@ class GatewayApp:
             "route": None,
             "client": environ.get("REMOTE_ADDR"),
             "user": environ.get("REMOTE_USER"),
+            "identity": client_identity(environ),
         }
         fmt: WireFormat = _FALLBACK_FORMAT
         try:
             route, fmt, path = self._route(environ)
             record["route"] = route.name
             record["path"] = path
+            if self.limiter is not None:
+                self.limiter.check(route.name, str(record["identity"]))  # before the body: a flood costs no scans
             return self._handle(environ, start_response, route, fmt, path, record, started)
         except Refusal as refusal:
             return self._refuse(start_response, fmt, refusal, record, started)

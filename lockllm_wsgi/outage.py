@@ -23,10 +23,10 @@ DEFAULT_COOL_DOWN_SECONDS = 5.0
 
 
 class Outage:
-    def __init__(self, store: str, url: str, cool_down: float = DEFAULT_COOL_DOWN_SECONDS):
+    def __init__(self, store: str, url: str, cool_down: float | None = None):
         self.store = store
         self.where = masked_url(url)
-        self.cool_down = cool_down
+        self.cool_down = DEFAULT_COOL_DOWN_SECONDS if cool_down is None else cool_down
         self._lock = threading.Lock()
         self._down_until: float | None = None
 
