@@ -195,7 +195,8 @@ def _store(text: str) -> str:
             raise ValueError(f"needs a host (redis://host:6379/0), not {masked_url(value)!r}")
         return value
     if not value.startswith("sqlite:///"):
-        raise ValueError(f"must be 'sqlite:////absolute/path.sqlite' or 'redis://host:port/db', not {masked_url(value)!r}")
+        raise ValueError("must be 'sqlite:////absolute/path.sqlite' or 'redis://host:port/db', "
+                         f"not {masked_url(value)!r}")
     if not os.path.isabs(value[len("sqlite:///"):]):
         raise ValueError(f"needs an absolute path (four slashes: sqlite:////var/cache/...), not {text!r}")
     return value

@@ -115,7 +115,8 @@ local rate, capacity = tonumber(ARGV[1]), tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
-local tokens = math.min(capacity, (tonumber(state[1]) or capacity) + math.max(0, now - (tonumber(state[2]) or now)) * rate)
+local tokens, updated = tonumber(state[1]) or capacity, tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - updated) * rate)
 local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))

@@ -96,6 +96,7 @@ def test_cache_commands_refuse_when_caching_is_off(config, capsys):
 
 
 def test_the_command_runs_as_a_program(config):
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run([sys.executable, "-m", "lockllm_wsgi.cli", "check-config", config()], capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}, timeout=60)
+                            text=True, env={**os.environ, "PYTHONPATH": checkout}, timeout=60)
     assert result.returncode == 0 and json.loads(result.stdout)["routes"][0]["name"] == "openai"

@@ -16,7 +16,8 @@ COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "choices": []}
 
 
 def limited(tmp_path, rpm: float, burst: int, store: str | None = None) -> str:
-    return f"[ratelimit]\nrequests_per_minute = {rpm:g}\nburst = {burst}\nstore = {store or f'sqlite:///{tmp_path}/rl.sqlite'}\n"
+    store = store or f"sqlite:///{tmp_path}/rl.sqlite"
+    return f"[ratelimit]\nrequests_per_minute = {rpm:g}\nburst = {burst}\nstore = {store}\n"
 
 
 def chat(gateway, key: str = "sk-client-one") -> requests.Response:

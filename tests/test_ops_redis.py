@@ -18,7 +18,8 @@ CHAT = "/openai/v1/chat/completions"
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "choices": []}
 PROMPT = "A prompt that must never be stored in Redis"
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server (apt install redis-server)")
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="needs redis-server (apt install redis-server)")
 
 
 class RedisServer:
