@@ -9,23 +9,28 @@ counted and logged once, with the request id the client sees in `X-Request-Id`::
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from urllib.parse import quote
 
 from werkzeug.http import parse_options_header
 
-from .audit import Counters, ensure_handler, log_event, log_request
+from .audit import PROMPT_KEY, AuditLog, Counters, ensure_handler, log_event, log_request
 from .body import decode_body, parse_json, read_body
 from .config import Route, Settings
 from .extract import Collector, UnknownShape, scan_units
 from .formats import FORMATS, WireFormat
 from .formats.openai import OpenAIFormat
+from .health import OpsEndpoints
+from .identity import client_identity
+from .metrics import Metrics
 from .normalize import normalize_for_scan
 from .policy import decide
+from .ratelimit import RateLimiter
 from .refusal import Refusal
 from .relay import Relay, UpstreamError, request_headers
 from .scan import ScannerUnavailable, make_scanner
@@ -49,6 +54,10 @@ class GatewayApp:
         self.scanner = make_scanner(settings.scanner)
         self.relay = Relay(settings.upstream)
         self.counters = Counters()
+        self.audit = AuditLog(settings.audit)
+        self.metrics = Metrics(settings.metrics)
+        self.ops = OpsEndpoints(settings, self.metrics)
+        self.limiter = RateLimiter(settings.ratelimit) if settings.ratelimit.enabled else None
         ensure_handler()
         log_event("start", config=settings.source, scanner=settings.scanner.backend,
                   routes=[route.prefix or "/" for route in settings.routes],
@@ -56,18 +65,25 @@ class GatewayApp:
                   if settings.scanner.backend == "offline" and not settings.scanner.api_key else None)
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
+        answered = self.ops(environ, start_response)
+        if answered is not None:
+            return answered
         started = time.monotonic()
         record: dict[str, object] = {
             "request_id": f"req_{secrets.token_hex(12)}",
             "method": environ.get("REQUEST_METHOD", ""),
             "route": None,
             "client": environ.get("REMOTE_ADDR"),
+            "user": environ.get("REMOTE_USER"),
+            "identity": client_identity(environ),
         }
         fmt: WireFormat = _FALLBACK_FORMAT
         try:
             route, fmt, path = self._route(environ)
             record["route"] = route.name
             record["path"] = path
+            if self.limiter is not None:
+                self.limiter.check(route.name, str(record["identity"]))  # before the body: a flood costs no scans
             return self._handle(environ, start_response, route, fmt, path, record, started)
         except Refusal as refusal:
             return self._refuse(start_response, fmt, refusal, record, started)
@@ -140,6 +156,13 @@ class GatewayApp:
         decision = decide(verdicts, units, self.settings.policy, role)
         record.update(decision=decision.action, score=decision.score, threshold=decision.threshold,
                       trigger=decision.trigger, role=role)
+        for verdict, unit in zip(verdicts, units):
+            if decision.trigger is not None and unit.segment.where == decision.trigger:
+                text = unit.segment.text
+                record.update(prompt_sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+                              prompt_chars=len(text), scanner_request_id=verdict.scanner_request_id)
+                record[PROMPT_KEY] = text  # for the audit file only when log_prompts = on; never the request log
+                break
         if not decision.relay:
             raise Refusal(self.settings.policy.block_status, "prompt_injection_detected",
                           f"The request was blocked: the text at {decision.trigger} looks like a prompt injection "
@@ -177,7 +200,7 @@ class GatewayApp:
                         if not (upstream_has_id and header[0] == "X-Request-Id")]
         self.counters.add(str(record["decision"]))
         start_response(f"{status} {reason or 'Upstream'}", headers_out)
-        return _LoggedBody(upstream_body, record, started)
+        return _LoggedBody(upstream_body, record, started, self._finish)
 
     def _refuse(self, start_response, fmt: WireFormat, refusal: Refusal, record, started) -> Iterable[bytes]:
         headers, body = fmt.error_body(refusal, str(record["request_id"]))
@@ -186,7 +209,15 @@ class GatewayApp:
         headers = headers + list(refusal.headers) + self._gateway_headers(record) + [("Content-Length", str(len(body)))]
         self.counters.add(str(record["decision"]))
         start_response(f"{refusal.status} {HTTPStatus(refusal.status).phrase}", headers)
-        return _LoggedBody([body], record, started)
+        return _LoggedBody([body], record, started, self._finish)
+
+    def _finish(self, record: dict) -> None:
+        """Everything that follows a finished request: the log line, the audit record, the metrics."""
+        try:
+            self.metrics.observe(record, getattr(self.scanner, "retries_total", None))
+            self.audit.write(record)
+        finally:
+            log_request(**record)
 
     @staticmethod
     def _gateway_headers(record) -> list[tuple[str, str]]:
@@ -203,10 +234,11 @@ class GatewayApp:
 class _LoggedBody:
     """Passes a response body through and writes the request's log line when the server closes it."""
 
-    def __init__(self, body: Iterable[bytes], record: dict, started: float):
+    def __init__(self, body: Iterable[bytes], record: dict, started: float, finish: Callable[[dict], None]):
         self._body = body
         self._record = record
         self._started = started
+        self._finish = finish
         self._sent = 0
 
     def __iter__(self) -> Iterator[bytes]:
@@ -222,4 +254,4 @@ class _LoggedBody:
         finally:
             self._record["bytes_out"] = self._sent
             self._record["total_ms"] = round((time.monotonic() - self._started) * 1000, 2)
-            log_request(**self._record)
+            self._finish(self._record)

@@ -1,22 +1,38 @@
-"""The request log: one JSON object per request, with stable field names, never prompt text or secrets.
+"""What leaves the process about each request: the request log line, and the audit record of every request the
+scanner did not simply allow.
 
-Records go to the `lockllm_wsgi.requests` logger; under mod_wsgi its handler writes to stderr, which Apache puts
-in the vhost's error log, one line per request::
+The request log goes to the `lockllm_wsgi.requests` logger (stderr, so Apache's error log), one JSON object per
+request, never prompt text or secrets. The audit file (`[audit] path`) gets one JSON line per blocked, monitored
+or failed-open request, for reviewing blocks and false positives::
 
-    log_request(request_id="7f3c...", route="openai", decision="block", status=400, ...)
+    audit = AuditLog(settings.audit)
+    audit.write(record)  # no-op for allowed requests; `record["prompt"]` kept only with log_prompts = on
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
+import time
 from collections import Counter
+from typing import Mapping
+
+from .config import AuditSettings
 
 request_log = logging.getLogger("lockllm_wsgi.requests")
+log = logging.getLogger(__name__)
 
 _setup_lock = threading.Lock()
+
+# Decisions an auditor reviews: the scanner judged the request unsafe, or did not judge it at all.
+AUDITED_DECISIONS = frozenset({"block", "monitor", "fail_open"})
+# The record key holding the triggering text: only the audit file may carry it, and only when the operator asks.
+PROMPT_KEY = "prompt"
+# Audit records start with these, in this order, so a reviewer's eye (or `cut`) finds them in the same place.
+_LEADING_FIELDS = ("time", "request_id", "decision", "route")
 
 
 class _RedactQuery(logging.Filter):
@@ -61,7 +77,7 @@ def ensure_handler() -> None:
 
 
 class Counters:
-    """Per-process request counts by decision: what `/metrics` and the tests read."""
+    """Per-process request counts by decision, for tests and `lockllm-wsgi` diagnostics."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -76,9 +92,47 @@ class Counters:
             return dict(self._counts)
 
 
+def json_line(fields: Mapping[str, object]) -> bytes:
+    """One JSON object on one line. ensure_ascii escapes every non-ASCII character (U+2028, U+0085 included) and
+    json escapes control characters, so no text inside a field can end the line and forge a second record."""
+    return (json.dumps(fields, ensure_ascii=True, default=str, separators=(",", ":")) + "\n").encode("ascii")
+
+
 def log_event(event: str, **fields: object) -> None:
     request_log.info(json.dumps({"event": event, **fields}, ensure_ascii=True, default=str))
 
 
 def log_request(**fields: object) -> None:
+    fields.pop(PROMPT_KEY, None)
     log_event("request", **fields)
+
+
+class AuditLog:
+    """Appends audit records to `[audit] path`; safe with logrotate and with many processes writing at once.
+
+    The file is opened with O_APPEND for every record: after logrotate moves it away, the next record creates a
+    fresh file (no copytruncate, no signal to Apache needed), and each record is a single write() of one line,
+    which O_APPEND keeps whole and in order on a local filesystem, whichever process writes it.
+    """
+
+    def __init__(self, settings: AuditSettings):
+        self.settings = settings
+
+    def write(self, record: Mapping[str, object]) -> None:
+        if not self.settings.path or record.get("decision") not in AUDITED_DECISIONS:
+            return
+        fields = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        fields.update((key, record[key]) for key in _LEADING_FIELDS[1:] if key in record)
+        fields.update((key, value) for key, value in record.items()
+                      if key not in fields and (key != PROMPT_KEY or self.settings.log_prompts))
+        line = json_line(fields)
+        try:
+            handle = os.open(self.settings.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(handle, line)
+            finally:
+                os.close(handle)
+        except OSError as error:
+            # The request was already answered; a full disk must not turn into an error for the client.
+            log.error('{"event": "audit_write_failed", "request_id": "%s", "error": "%s"}',
+                      record.get("request_id"), error.strerror)

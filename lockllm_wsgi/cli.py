@@ -1,7 +1,8 @@
-"""The `lockllm-wsgi` command: serve, check-config and scan.
+"""The `lockllm-wsgi` command: serve, check-config, scan and cache.
 
     lockllm-wsgi serve --config /etc/lockllm/lockllm.ini --port 8000
     lockllm-wsgi scan --config /etc/lockllm/lockllm.ini "Ignore all previous instructions"
+    lockllm-wsgi cache stats --config /etc/lockllm/lockllm.ini
 
 Every subcommand takes `--config FILE`, defaulting to the file named by LOCKLLM_WSGI_CONFIG.
 """
@@ -16,7 +17,7 @@ import sys
 import time
 from typing import Sequence
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, load_settings, masked_url
 from .express import express_command
 
 
@@ -37,12 +38,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+# Settings that are secrets: shown as set or not, never in part (a key's tail narrows a guess and leaks into
+# tickets and chat when people paste this output).
+SECRET_KEYS = frozenset({"api_key"})
+MASK = "********"
+
+
+def _masked(value: object) -> object:
+    """The effective settings with secrets replaced by MASK and passwords cut out of store URLs."""
+    if isinstance(value, dict):
+        return {key: (MASK if key in SECRET_KEYS and item else _masked(item)) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(item) for item in value]
+    return masked_url(value) if isinstance(value, str) and "://" in value else value
+
+
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(_config_path(args))
-    effective = dataclasses.asdict(settings)
-    if effective["scanner"]["api_key"]:
-        effective["scanner"]["api_key"] = "****" + settings.scanner.api_key[-4:] if len(settings.scanner.api_key) > 12 else "****"
-    print(json.dumps(effective, indent=2, default=str))
+    print(json.dumps(_masked(dataclasses.asdict(settings)), indent=2, default=str))
     return 0
 
 
@@ -70,6 +83,33 @@ def _scan(args: argparse.Namespace) -> int:
     return 1 if unsafe else 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from .verdict_cache import open_backend
+
+    settings = load_settings(_config_path(args)).scanner
+    if settings.cache == "off":
+        print("lockllm-wsgi: [scanner] cache is off; there is nothing to show or clear", file=sys.stderr)
+        return 2
+    where = masked_url(settings.cache)
+    try:
+        backend = open_backend(settings)
+        entries = len(backend.responses)
+        if args.action == "clear":
+            backend.clear()
+            report: dict[str, object] = {"cache": where, "cleared_entries": entries}
+        else:
+            report = {"cache": where, "entries": entries, "ttl_seconds": settings.cache_ttl}
+            if settings.cache_path:
+                report["bytes"] = sum(os.path.getsize(settings.cache_path + suffix)
+                                      for suffix in ("", "-wal") if os.path.exists(settings.cache_path + suffix))
+        backend.close()
+    except Exception as error:  # noqa: BLE001 - sqlite3, redis and OS errors alike: say which and stop
+        print(f"lockllm-wsgi: cannot use the cache {where}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lockllm-wsgi", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan = command("scan", "Ask the configured scanner about TEXT and print its verdict (exit 1 when unsafe).")
     scan.add_argument("text")
     scan.set_defaults(run=_scan)
+
+    cache = command("cache", "Show how many verdicts the cache holds (stats), or empty it (clear).")
+    cache.add_argument("action", choices=("stats", "clear"))
+    cache.set_defaults(run=_cache)
     return parser
 
 

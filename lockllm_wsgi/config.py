@@ -33,6 +33,8 @@ DEFAULT_MAX_JSON_DEPTH = 64
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # Per socket read, not per response: a long generation may pause between tokens but never this long.
 DEFAULT_READ_TIMEOUT = 600.0
+# A burst lets an agent send its parallel tool-call follow-ups at once without tripping the per-minute rate.
+DEFAULT_BURST = 10
 
 SENSITIVITIES = ("low", "medium", "high")
 
@@ -57,8 +59,8 @@ class ScannerSettings:
 
     @property
     def cache_path(self) -> str | None:
-        """The SQLite file behind `cache = sqlite:////abs/path`, or None when caching is off."""
-        return None if self.cache == "off" else self.cache[len("sqlite:///"):]
+        """The SQLite file behind `cache = sqlite:////abs/path`, or None when caching is off or in Redis."""
+        return self.cache[len("sqlite:///"):] if self.cache.startswith("sqlite:///") else None
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,36 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    path: str = ""  # empty: no audit file
+    log_prompts: bool = False
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    metrics_path: str = "/metrics"
+    healthz_path: str = "/healthz"
+    readyz_path: str = "/readyz"
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # Where mod_wsgi's daemon processes share metric values; empty: each process reports its own values only.
+    multiprocess_dir: str = ""
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    requests_per_minute: float = 0.0  # 0: no rate limit
+    burst: int = DEFAULT_BURST
+    store: str = ""  # sqlite:////abs/path or redis://host:port/db
+
+    @property
+    def enabled(self) -> bool:
+        return self.requests_per_minute > 0
+
+
+@dataclass(frozen=True)
 class Route:
     name: str
     prefix: str
@@ -99,6 +131,10 @@ class Settings:
     limits: LimitSettings = LimitSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     routes: tuple[Route, ...] = ()
+    audit: AuditSettings = AuditSettings()
+    ops: OpsSettings = OpsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
     source: str = "<defaults>"
 
 
@@ -153,12 +189,16 @@ def _http_url(text: str) -> str:
     return value
 
 
-def _cache(text: str) -> str:
+def _store(text: str) -> str:
+    """A shared store: `sqlite:////absolute/path` (one node) or `redis://host:port/db` (several nodes)."""
     value = text.strip()
-    if value.lower() == "off":
-        return "off"
+    if value.startswith(("redis://", "rediss://")):
+        if not urlsplit(value).hostname:
+            raise ValueError(f"needs a host (redis://host:6379/0), not {masked_url(value)!r}")
+        return value
     if not value.startswith("sqlite:///"):
-        raise ValueError(f"must be 'off' or 'sqlite:////absolute/path.sqlite', not {text!r}")
+        raise ValueError("must be 'sqlite:////absolute/path.sqlite' or 'redis://host:port/db', "
+                         f"not {masked_url(value)!r}")
     if not os.path.isabs(value[len("sqlite:///"):]):
         raise ValueError(f"needs an absolute path (four slashes: sqlite:////var/cache/...), not {text!r}")
     return value
@@ -179,6 +219,43 @@ def _signals(text: str) -> tuple[str, ...]:
         except ValueError as error:
             raise ValueError(f"line {number} ({line!r}): {error}") from None
     return lines
+
+
+def _cache(text: str) -> str:
+    return "off" if text.strip().lower() == "off" else _store(text)
+
+
+def masked_url(url: str) -> str:
+    """A store URL safe to print: any password (redis://:secret@host) replaced by ****."""
+    return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1****@", url)
+
+
+def _on_off(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"must be on or off, not {text!r}")
+    return value == "on"
+
+
+def _absolute_path(text: str) -> str:
+    value = text.strip()
+    if value and not os.path.isabs(value):
+        raise ValueError(f"must be an absolute path, not {text!r}")
+    return value
+
+
+def _ops_path(text: str) -> str:
+    value = _prefix(text)
+    if not value:
+        raise ValueError(f"must be a path below /, such as /metrics, not {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"must be 0 (off) or a number of requests above 0, not {text!r}")
+    return value
 
 
 def _block_status(text: str) -> int:
@@ -240,6 +317,23 @@ _UPSTREAM_KEYS: dict[str, Callable[[str], object]] = {
     "connect_timeout": _positive_float,
     "read_timeout": _positive_float,
 }
+_AUDIT_KEYS: dict[str, Callable[[str], object]] = {
+    "path": _absolute_path,
+    "log_prompts": _on_off,
+}
+_OPS_KEYS: dict[str, Callable[[str], object]] = {
+    "metrics_path": _ops_path,
+    "healthz_path": _ops_path,
+    "readyz_path": _ops_path,
+}
+_METRICS_KEYS: dict[str, Callable[[str], object]] = {
+    "multiprocess_dir": _absolute_path,
+}
+_RATELIMIT_KEYS: dict[str, Callable[[str], object]] = {
+    "requests_per_minute": _rate,
+    "burst": _positive_int,
+    "store": _store,
+}
 _ROUTE_KEYS: dict[str, Callable[[str], object]] = {
     "prefix": _prefix,
     "upstream": _http_url,
@@ -273,7 +367,7 @@ class _Reader:
         return values
 
 
-_KNOWN_SECTIONS = ("scanner", "policy", "thresholds", "limits", "upstream")
+_KNOWN_SECTIONS = ("scanner", "policy", "thresholds", "limits", "upstream", "audit", "ops", "metrics", "ratelimit")
 
 
 def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -330,6 +424,11 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
     if duplicated:
         raise ConfigError(f"{path}: two routes share the prefix {sorted(duplicated)[0]!r}")
 
+    ratelimit = RateLimitSettings(**reader.section("ratelimit", _RATELIMIT_KEYS))  # type: ignore[arg-type]
+    if ratelimit.enabled and not ratelimit.store:
+        raise reader.fail("ratelimit", "store", "is required with requests_per_minute, so every process shares the "
+                          "limit: sqlite:////var/lib/lockllm/ratelimit.sqlite or redis://host:6379/0")
+
     return Settings(
         scanner=scanner,
         policy=policy,
@@ -337,5 +436,9 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
         upstream=UpstreamSettings(**reader.section("upstream", _UPSTREAM_KEYS)),  # type: ignore[arg-type]
         # Longest prefix first, so /openai/azure wins over /openai.
         routes=tuple(sorted(routes, key=lambda route: len(route.prefix), reverse=True)),
+        audit=AuditSettings(**reader.section("audit", _AUDIT_KEYS)),  # type: ignore[arg-type]
+        ops=OpsSettings(**reader.section("ops", _OPS_KEYS)),  # type: ignore[arg-type]
+        metrics=MetricsSettings(**reader.section("metrics", _METRICS_KEYS)),  # type: ignore[arg-type]
+        ratelimit=ratelimit,
         source=path,
     )

@@ -107,7 +107,7 @@ class LockLLMScanner:
         # The key's identity (never the key) goes into every cache key: a verdict paid for by one account is not
         # served to another configuration.
         key_identity = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16]
-        self.session = open_cached_session(settings, key_identity) if settings.cache_path else requests.Session()
+        self.session = open_cached_session(settings, key_identity) if settings.cache != "off" else requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=workers)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)

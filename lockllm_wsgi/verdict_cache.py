@@ -1,4 +1,4 @@
-"""The verdict cache: a requests-cache session on SQLite that keeps verdicts and nothing else.
+"""The verdict cache: a requests-cache session on SQLite (one node) or Redis (several) that keeps verdicts only.
 
 requests-cache by default pickles whole responses with their requests, so the cache file would hold the prompt
 (the request body) and the key (a header). Here the stored entry is scrubbed to the verdict fields, the cache key
@@ -18,11 +18,13 @@ import os
 import sqlite3
 
 import requests
-from requests_cache import CachedSession, SQLiteCache
+import redis
+from requests_cache import BaseCache, CachedSession, RedisCache, SQLiteCache
 from requests_cache.serializers.pipeline import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import json_preconf_stage
 
-from .config import ScannerSettings
+from .config import ScannerSettings, masked_url
+from .outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 VERDICT_FIELDS = ("safe", "label", "confidence", "injection", "request_id")
 # Milliseconds a process waits for another's write before treating the cache as unavailable (a miss).
 DEFAULT_BUSY_TIMEOUT_MS = 2000
+# A scan takes tens of milliseconds; a cache lookup that takes longer than this is worse than no cache.
+DEFAULT_REDIS_TIMEOUT_SECONDS = 0.25
+# Redis keys of the verdict cache start with this, so one Redis can serve other applications too.
+REDIS_NAMESPACE = "lockllm_wsgi:verdicts"
 
 
 def _scrub(entry: dict) -> dict:
@@ -57,27 +63,42 @@ _SCRUBBING_JSON = SerializerPipeline(
 )
 
 
-class ForgivingSQLiteCache(SQLiteCache):
-    """SQLite storage whose every failure ("database is locked", a corrupted row) is logged and read as a miss."""
+class _Forgiving:
+    """Cache storage whose every failure ("database is locked", a corrupted row, a lost Redis) is logged and read
+    as a miss. With an `outage`, a failed store is skipped for a cool-down instead of timing out on every scan."""
+
+    outage: Outage | None = None
+
+    def _guarded(self, operation: str, call, default=None):
+        if self.outage is not None and not self.outage.available():
+            return default
+        try:
+            result = call()
+        except Exception as error:  # noqa: BLE001 - any broken entry must be a miss, never a scanner error
+            log.warning('{"event": "cache_error", "operation": "%s", "error": "%s"}', operation, type(error).__name__)
+            if self.outage is not None:
+                self.outage.failed(error)
+            return default
+        if self.outage is not None:
+            self.outage.succeeded()
+        return result
 
     def get_response(self, key, default=None):
-        try:
-            return super().get_response(key, default)
-        except Exception as error:  # noqa: BLE001 - any broken entry must be a miss, never a scanner error
-            log.warning('{"event": "cache_error", "operation": "read", "error": "%s"}', type(error).__name__)
-            return default
+        return self._guarded("read", lambda: super(_Forgiving, self).get_response(key, default), default)
 
     def save_response(self, response, cache_key=None, expires=None):
-        try:
-            super().save_response(response, cache_key, expires)
-        except Exception as error:  # noqa: BLE001
-            log.warning('{"event": "cache_error", "operation": "write", "error": "%s"}', type(error).__name__)
+        self._guarded("write", lambda: super(_Forgiving, self).save_response(response, cache_key, expires))
 
     def delete(self, *args, **kwargs):
-        try:
-            super().delete(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001
-            log.warning('{"event": "cache_error", "operation": "delete", "error": "%s"}', type(error).__name__)
+        self._guarded("delete", lambda: super(_Forgiving, self).delete(*args, **kwargs))
+
+
+class ForgivingSQLiteCache(_Forgiving, SQLiteCache):
+    """The verdict cache of one node: a SQLite file shared by its processes (WAL, busy timeout)."""
+
+
+class ForgivingRedisCache(_Forgiving, RedisCache):
+    """The verdict cache shared by several nodes; while Redis is lost, every scan is a miss (scanned live)."""
 
 
 def _is_usable_verdict(response: requests.Response) -> bool:
@@ -97,10 +118,46 @@ def _prepare_file(path: str) -> None:
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
 
 
-def open_cached_session(settings: ScannerSettings, key_identity: str) -> requests.Session:
-    """A CachedSession for `settings.cache`; if the file cannot be opened, a plain session (logged)."""
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client that gives up quickly: a slow Redis must cost a cache miss, not a slow request."""
+    return redis.Redis.from_url(url, socket_timeout=DEFAULT_REDIS_TIMEOUT_SECONDS,
+                                socket_connect_timeout=DEFAULT_REDIS_TIMEOUT_SECONDS)
+
+
+def open_backend(settings: ScannerSettings) -> BaseCache:
+    """The storage named by `[scanner] cache`, with the scrubbing serializer; raises OSError or sqlite3.Error."""
+    if settings.cache.startswith(("redis://", "rediss://")):
+        backend = ForgivingRedisCache(REDIS_NAMESPACE, connection=redis_client(settings.cache),
+                                      serializer=_SCRUBBING_JSON, decode_content=True)
+        backend.outage = Outage("verdict_cache", settings.cache)
+        return backend
     path = settings.cache_path
-    assert path is not None
+    assert path is not None, "open_backend needs a cache setting other than off"
+    _prepare_file(path)
+    return ForgivingSQLiteCache(
+        path, serializer=_SCRUBBING_JSON, decode_content=True, wal=True, busy_timeout=DEFAULT_BUSY_TIMEOUT_MS,
+        timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,
+    )
+
+
+def cache_problem(settings: ScannerSettings) -> str | None:
+    """Why the configured cache cannot be used right now, or None when it can (or caching is off)."""
+    if settings.cache == "off":
+        return None
+    try:
+        if settings.cache_path:
+            with sqlite3.connect(f"file:{settings.cache_path}?mode=ro", uri=True, timeout=1) as connection:
+                connection.execute("SELECT count(*) FROM responses").fetchone()
+        else:
+            with redis_client(settings.cache) as client:
+                client.ping()
+    except (sqlite3.Error, redis.RedisError) as error:
+        return f"{masked_url(settings.cache)}: {type(error).__name__}: {error}"
+    return None
+
+
+def open_cached_session(settings: ScannerSettings, key_identity: str) -> requests.Session:
+    """A CachedSession for `settings.cache`; if the cache cannot be opened, a plain session (logged)."""
 
     def cache_key(request, **_kwargs) -> str:
         digest = hashlib.sha256()
@@ -110,13 +167,8 @@ def open_cached_session(settings: ScannerSettings, key_identity: str) -> request
         return digest.hexdigest()
 
     try:
-        _prepare_file(path)
-        backend = ForgivingSQLiteCache(
-            path, serializer=_SCRUBBING_JSON, decode_content=True, wal=True, busy_timeout=DEFAULT_BUSY_TIMEOUT_MS,
-            timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,
-        )
         return CachedSession(
-            backend=backend,
+            backend=open_backend(settings),
             expire_after=settings.cache_ttl,
             allowable_methods=("POST",),
             allowable_codes=(200,),
@@ -126,7 +178,7 @@ def open_cached_session(settings: ScannerSettings, key_identity: str) -> request
         )
     except (OSError, sqlite3.Error) as error:
         log.error(
-            '{"event": "cache_unavailable", "path": "%s", "error": "%s", "effect": "scanning without a cache"}',
-            path, str(error).replace('"', "'"),
+            '{"event": "cache_unavailable", "cache": "%s", "error": "%s", "effect": "scanning without a cache"}',
+            masked_url(settings.cache), str(error).replace('"', "'"),
         )
         return requests.Session()

@@ -1,0 +1,81 @@
+"""The operator's endpoints: `/healthz` (the process answers), `/readyz` (it can do its job), `/metrics`.
+
+They are answered before routing, so no path under them is ever relayed to a provider, whatever the routes say.
+They carry no secrets, but they do tell who uses the gateway how much: restrict them in Apache (see
+docs/operations.md, `<Location /metrics> Require ip 10.0.0.0/8`)::
+
+    endpoints = OpsEndpoints(settings, metrics)
+    response = endpoints(environ, start_response)  # None when the path is not an operator endpoint
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Callable, Iterable
+from urllib.parse import urlsplit
+
+import requests
+
+from .config import Settings
+from .metrics import Metrics
+from .verdict_cache import cache_problem
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+# A readiness probe runs every few seconds; a scanner slower than this to answer at all is not ready for traffic.
+DEFAULT_READY_TIMEOUT_SECONDS = 2.0
+
+
+def scanner_problem(settings: Settings, timeout: float = DEFAULT_READY_TIMEOUT_SECONDS) -> str | None:
+    """Why the scanner cannot be reached, or None. Any HTTP answer from its host counts: the probe sends no key
+    and no text, so it spends no scan budget and leaks nothing."""
+    if settings.scanner.backend != "lockllm":
+        return None
+    parts = urlsplit(settings.scanner.url)
+    with requests.Session() as session:
+        session.trust_env = False  # the same rule as the scan client: no ambient proxy
+        try:
+            session.head(f"{parts.scheme}://{parts.netloc}/", timeout=timeout, allow_redirects=False).close()
+        except requests.RequestException as error:
+            return f"{parts.netloc}: {type(error).__name__}"
+    return None
+
+
+class OpsEndpoints:
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self._answers: dict[str, Callable[[], tuple[str, str, bytes]]] = {
+            settings.ops.healthz_path: self._healthz,
+            settings.ops.readyz_path: self._readyz,
+            settings.ops.metrics_path: self._metrics,
+        }
+
+    def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes] | None:
+        answer = self._answers.get(environ.get("PATH_INFO", ""))
+        if answer is None:
+            return None
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            status, content_type, body = "405 Method Not Allowed", "text/plain; charset=utf-8", b"GET or HEAD only\n"
+        else:
+            status, content_type, body = answer()
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                                ("Cache-Control", "no-store")])
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    @staticmethod
+    def _healthz() -> tuple[str, str, bytes]:
+        return "200 OK", "application/json", b'{"status": "ok"}\n'
+
+    def _readyz(self) -> tuple[str, str, bytes]:
+        # The configuration was loaded and validated when the app was built; the rest is checked live.
+        problems = {"cache": cache_problem(self.settings.scanner), "scanner": scanner_problem(self.settings)}
+        checks = {"config": "ok", **{name: problem or "ok" for name, problem in problems.items()}}
+        ready = not any(problems.values())
+        body = json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}).encode() + b"\n"
+        return ("200 OK" if ready else "503 Service Unavailable"), "application/json", body
+
+    def _metrics(self) -> tuple[str, str, bytes]:
+        content_type, body = self.metrics.render()
+        return "200 OK", content_type, body

@@ -1,0 +1,91 @@
+"""Prometheus metrics, fed from each request's log record, served at `/metrics`.
+
+Under mod_wsgi a gateway runs as several daemon processes; with `[metrics] multiprocess_dir` set, every process
+writes its values to files there and `/metrics` adds them up (prometheus_client's multiprocess mode), so a scrape
+sees the whole gateway whichever process answers it. The mode is chosen when prometheus_client is first imported,
+which is why this module imports it only after setting PROMETHEUS_MULTIPROC_DIR::
+
+    metrics = Metrics(settings.metrics)
+    metrics.observe(record, retries_total=scanner.retries_total); content_type, body = metrics.render()
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Mapping
+
+from .config import ConfigError, MetricsSettings
+
+# Seconds. A cached verdict takes milliseconds, a live scan tens to hundreds; past the default 5 s deadline the
+# fail mode applies, so finer buckets up there say nothing.
+SCAN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Seconds until the upstream's response body is finished: a streamed generation can take minutes.
+UPSTREAM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _enable_multiprocess(folder: str) -> None:
+    """Point prometheus_client at `folder` before it is imported; refuse if it was imported in another mode."""
+    if "prometheus_client" in sys.modules and os.environ.get(_MULTIPROC_VARIABLE) != folder:
+        raise ConfigError(f"[metrics] multiprocess_dir = {folder}: prometheus_client was imported before the gateway "
+                          f"was built, so its mode is already fixed; set {_MULTIPROC_VARIABLE}={folder} in the "
+                          "environment of the process, or build the gateway first")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.environ[_MULTIPROC_VARIABLE] = folder
+
+
+class Metrics:
+    """The gateway's metrics, in their own registry (one per app, so several apps in a process do not clash)."""
+
+    def __init__(self, settings: MetricsSettings):
+        self.multiprocess_dir = settings.multiprocess_dir
+        if self.multiprocess_dir:
+            _enable_multiprocess(self.multiprocess_dir)
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("lockllm_requests", "Requests answered, by route, decision and refusal code",
+                                ("route", "decision", "code"), registry=self.registry)
+        self.scan_seconds = Histogram("lockllm_scan_seconds", "Time spent scanning one request's texts, by route",
+                                      ("route",), buckets=SCAN_BUCKETS, registry=self.registry)
+        self.upstream_seconds = Histogram("lockllm_upstream_seconds",
+                                          "Time until the provider's response headers arrived, by route",
+                                          ("route",), buckets=UPSTREAM_BUCKETS, registry=self.registry)
+        self.cache = Counter("lockllm_scan_cache_lookups", "Verdict cache lookups, by result (hit or miss)",
+                             ("result",), registry=self.registry)
+        self.retries = Counter("lockllm_scanner_retries", "Scan calls retried after a 429, 5xx or connection error",
+                               registry=self.registry)
+        self._retries_lock = threading.Lock()
+        self._retries_seen = 0
+
+    def observe(self, record: Mapping[str, object], retries_total: int | None = None) -> None:
+        """Count one finished request from its log record (the same facts the request log line carries)."""
+        route = str(record.get("route") or "none")
+        self.requests.labels(route, str(record.get("decision", "unknown")), str(record.get("code") or "none")).inc()
+        if isinstance(record.get("scan_ms"), (int, float)):
+            self.scan_seconds.labels(route).observe(float(record["scan_ms"]) / 1000)  # type: ignore[arg-type]
+        if isinstance(record.get("upstream_ms"), (int, float)):
+            self.upstream_seconds.labels(route).observe(float(record["upstream_ms"]) / 1000)  # type: ignore[arg-type]
+        scans, hits = record.get("scans"), record.get("cache_hits")
+        if isinstance(scans, int) and isinstance(hits, int):
+            self.cache.labels("hit").inc(hits)
+            self.cache.labels("miss").inc(scans - hits)
+        if retries_total is not None:
+            # The scanner keeps a running total per process; the counter takes what was added since last time.
+            with self._retries_lock:
+                added, self._retries_seen = retries_total - self._retries_seen, retries_total
+            if added > 0:
+                self.retries.inc(added)
+
+    def render(self) -> tuple[str, bytes]:
+        """(content type, body) of a scrape: all processes' values in multiprocess mode, else this process's."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = self.registry
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return CONTENT_TYPE_LATEST, generate_latest(registry)
