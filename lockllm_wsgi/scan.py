@@ -81,8 +81,10 @@ def parse_verdict(data: object) -> Verdict:
     score = data.get("injection")
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 100:
         score = None
-    elif score > 1:
-        score = score / 100.0  # the API reports percentages in some versions
+    elif isinstance(score, int) or score > 1:
+        # Percentages come as whole numbers (some API versions) and fractions with a decimal point, so an integer
+        # 1 is 1 %, not certainty; 1.0 is certainty.
+        score = score / 100.0
     if safe is None and score is None:
         raise ScannerUnavailable("scanner verdict has neither 'safe' nor a usable 'injection' score")
     label = data.get("label")

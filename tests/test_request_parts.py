@@ -131,6 +131,8 @@ def test_long_text_is_scanned_whole_in_overlapping_pieces():
     pytest.param({"safe": True, "injection": 0.03}, True, 0.03, id="fraction"),
     pytest.param({"safe": False}, False, None, id="flag-only"),
     pytest.param({"injection": 50}, None, 0.5, id="score-only"),
+    pytest.param({"safe": True, "injection": 1}, True, 0.01, id="integer-one-is-a-percent"),
+    pytest.param({"safe": False, "injection": 1.0}, False, 1.0, id="float-one-is-certainty"),
 ])
 def test_verdicts_are_normalised(data, safe, score):
     verdict = parse_verdict(data)

@@ -61,7 +61,9 @@ def test_a_tampered_cache_entry_is_a_miss(make_gateway, scanner, provider, tmp_p
     Client(gateway.app).post("/openai/v1/chat/completions", data=body, content_type="application/json").close()
     with sqlite3.connect(tmp_path / "v.sqlite") as db:
         db.execute("UPDATE responses SET value = ?", (b"\x80\x04cos\nsystem\n(S'touch /tmp/pwned'\ntR.",))
-    response = Client(gateway.app).post("/openai/v1/chat/completions", data=body, content_type="application/json")
+    # A fresh process (no verdicts in memory) reads the tampered entry from the file.
+    fresh = make_gateway(scanner_extra=f"cache = sqlite:///{tmp_path}/v.sqlite\n")
+    response = Client(fresh.app).post("/openai/v1/chat/completions", data=body, content_type="application/json")
     assert response.status_code == 200
     response.close()
     assert len(scanner.log) == 2  # scanned again, not served from the broken entry
