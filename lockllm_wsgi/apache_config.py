@@ -31,6 +31,11 @@ TIMEOUT_MARGIN_SECONDS = 60
 # mod_wsgi's request-timeout recycles the whole daemon process, killing every stream in it: an hour is a fail-safe
 # for wedged threads, far above any generation (the relay enforces its own per-read deadline).
 DEFAULT_REQUEST_TIMEOUT = 3600
+# Apache's LimitRequestBody sits this far above the app's cap, so the app (which reads a chunked body in 64 KiB
+# pieces until it passes the cap) answers every body it can judge, in the route's error shape, counted and logged;
+# Apache only stops, before reading, a Content-Length the app would refuse anyway. Apache refusing a chunked body
+# the app is already reading appends a second error page to the response.
+BODY_LIMIT_MARGIN_BYTES = 1024 * 1024
 DEFAULT_PREFIX = "/llm"
 DEFAULT_PROCESSES = 2
 DEFAULT_THREADS = 15
@@ -60,7 +65,7 @@ def install_values(settings: Settings, wsgi_script: str, prefix: str = DEFAULT_P
         "LOCKLLM_THREADS": str(threads),
         "LOCKLLM_SOCKET_TIMEOUT": str(int(settings.upstream.read_timeout) + TIMEOUT_MARGIN_SECONDS),
         "LOCKLLM_REQUEST_TIMEOUT": str(DEFAULT_REQUEST_TIMEOUT),
-        "LOCKLLM_MAX_BODY": str(settings.limits.max_body_bytes),
+        "LOCKLLM_MAX_BODY": str(settings.limits.max_body_bytes + BODY_LIMIT_MARGIN_BYTES),
         "LOCKLLM_APACHE_DIR": TEMPLATE_DIR,
     }
 

@@ -60,6 +60,8 @@ def express_command(settings: Settings, config_path: str, host: str, port: int, 
         # A long generation keeps a request open for minutes: neither Apache nor the daemon may cut it first.
         "--socket-timeout", values["LOCKLLM_SOCKET_TIMEOUT"], "--request-timeout", values["LOCKLLM_REQUEST_TIMEOUT"],
         "--limit-request-body", values["LOCKLLM_MAX_BODY"],
+        # Apache's own 413 as JSON the client's SDK can read, as in the shipped location snippet.
+        "--include-file", os.path.join(values["LOCKLLM_APACHE_DIR"], "lockllm-errors.conf"),
         "--chunked-request",  # coding agents send chunked bodies; the gateway reads them to the end, capped
         "--log-to-terminal",
     ]

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response
 from apache_servers import (DrippingProvider, missing_tools, public_folder, running_apache2, running_express,
                             worker_owned_folder)
 from conftest import ATTACK, scans, write_config
+from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES
 
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))]
 
@@ -150,14 +151,19 @@ def test_chunked_request_body_is_scanned_and_relayed(gateway, scanner, provider)
     assert [scan["input"] for scan in scans(scanner)] == [text]
 
 
-@pytest.mark.parametrize("chunked", [pytest.param(False, id="content-length"), pytest.param(True, id="chunked")])
-def test_oversized_body_gets_413_before_any_scan(gateway, scanner, provider, chunked):
-    payload = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * MAX_BODY}]}).encode()
+@pytest.mark.parametrize("size, chunked", [
+    pytest.param(MAX_BODY, False, id="content-length-over-the-app-cap"),
+    pytest.param(MAX_BODY, True, id="chunked-over-the-app-cap"),
+    pytest.param(MAX_BODY + BODY_LIMIT_MARGIN_BYTES, False, id="content-length-over-apache-limit"),
+])
+def test_oversized_body_gets_413_in_the_sdk_error_shape_before_any_scan(gateway, scanner, provider, size, chunked):
+    payload = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * size}]}).encode()
     with requests.Session() as session:
         answer = session.post(f"{gateway.base}/openai/v1/chat/completions", verify=gateway.verify, timeout=20,
                               data=_chunks(payload, 4096) if chunked else payload,
                               headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "request_too_large"  # one JSON error, from the app or Apache
     assert scanner.log == [] and provider.log == []
 
 
