@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import statistics
 import threading
@@ -19,10 +20,11 @@ import pytest
 import requests
 from werkzeug.wrappers import Response
 
+from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES
+
 from apache_servers import (DrippingProvider, missing_tools, public_folder, running_apache2, running_express,
                             worker_owned_folder)
 from conftest import ATTACK, scans, write_config
-from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES
 
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))]
 
@@ -177,9 +179,10 @@ def test_client_disconnect_mid_stream_frees_the_thread_and_closes_upstream(gatew
         next(answer.iter_content(chunk_size=None))
         request_id = answer.headers["x-request-id"]
         answer.close()  # the client goes away mid-stream
-    streamed = dripping.hangups.get(timeout=15)  # the gateway closed the provider connection
-    print(f"\n{gateway.name}: upstream closed {streamed:.2f} s after the stream started")
-    assert streamed < 10
+        client_gone = time.monotonic()
+    upstream_closed = dripping.hangups.get(timeout=15) - client_gone  # the gateway closed the provider connection
+    print(f"\n{gateway.name}: upstream closed {upstream_closed:.2f} s after the client disconnected")
+    assert upstream_closed < 5
     deadline = time.monotonic() + 10
     while request_id not in gateway.log_text() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -190,6 +193,7 @@ def test_client_disconnect_mid_stream_frees_the_thread_and_closes_upstream(gatew
 def test_daemon_processes_share_the_verdict_cache_under_load(gateway, scanner, provider):
     provider.expect_request("/v1/chat/completions", method="POST").respond_with_json(COMPLETION)
     prompts = [unique(f"question {number}") for number in range(20)]
+    log_start = len(gateway.log_text())
 
     def ask(number: int) -> int:
         body = {"model": "gpt-test", "messages": [{"role": "user", "content": prompts[number % len(prompts)]}]}
@@ -203,7 +207,11 @@ def test_daemon_processes_share_the_verdict_cache_under_load(gateway, scanner, p
         statuses = list(pool.map(ask, range(100)))
     assert statuses == [200] * 100
     assert len(provider.log) == 100
-    assert len(scanner.log) < 100  # repeats were answered from the cache shared by both daemon processes
+    assert len(scanner.log) < 100  # repeats were answered from the cache
+    served_by = set(re.findall(r"\[pid (\d+):tid \d+\][^\n]*\"route\": \"openai\"", gateway.log_text()[log_start:]))
+    assert len(served_by) == 2, served_by  # both daemon processes took requests, sharing the one SQLite file
+    print(f"\n{gateway.name}: {len(scanner.log)} scans for 100 requests; "
+          f"{gateway.log_text()[log_start:].count('cache_error')} cache errors read as misses")
 
 
 def test_plain_http_redirects_to_https(gateway):
