@@ -26,7 +26,8 @@ from apache_servers import (DrippingProvider, missing_tools, public_folder, runn
                             worker_owned_folder)
 from conftest import ATTACK, scans, write_config
 
-pytestmark = [pytest.mark.apache, pytest.mark.skipif(missing_tools() is not None, reason=str(missing_tools()))]
+MISSING = missing_tools()
+pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
 
 PROVIDER_KEY = "sk-provider-canary-apache-42"
 MAX_BODY = 64 * 1024
@@ -214,9 +215,8 @@ def test_daemon_processes_share_the_verdict_cache_under_load(gateway, scanner, p
           f"{gateway.log_text()[log_start:].count('cache_error')} cache errors read as misses")
 
 
+@pytest.mark.parametrize("gateway", ["apache2"], indirect=True)  # the shipped vhost; express serves HTTP only
 def test_plain_http_redirects_to_https(gateway):
-    if gateway.http_base is None:
-        pytest.skip("mod_wsgi-express serves plain HTTP only")
     with httpx.Client() as client:
         answer = client.post(f"{gateway.http_base}/openai/v1/chat/completions", content=b"{}")
     assert answer.status_code == 308
