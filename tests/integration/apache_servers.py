@@ -2,8 +2,8 @@
 `lockllm-wsgi serve` runs) and a system apache2 whose HTTPS vhost is the shipped apache/lockllm-vhost.conf,
 with a throwaway certificate, plus a raw-socket provider that notices when the gateway hangs up.
 
-    with running_apache2(site, name="apache2") as gateway:
-        httpx.get(f"{gateway.base}/openai/v1/models", verify=gateway.tls)
+    with running_apache2(config_path, root) as gateway:
+        requests.get(f"{gateway.base}/openai/v1/models", verify=gateway.verify)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-import httpx
+import requests
 
 from lockllm_wsgi.apache_config import TEMPLATE_DIR, install_values, server_config, write_script
 from lockllm_wsgi.config import load_settings
@@ -94,7 +94,7 @@ class RunningGateway:
 
     @property
     def tls(self) -> ssl.SSLContext | bool:
-        """For httpx and the openai SDK (httpx deprecates a path)."""
+        """For the openai SDK's HTTP client, which deprecates a path."""
         return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
     def log_text(self) -> str:
@@ -105,14 +105,11 @@ class RunningGateway:
 def _wait_until_serving(gateway: RunningGateway, process: subprocess.Popen) -> None:
     """Until the app itself answers (its X-Request-Id header), or fail with the server's log."""
     deadline = time.monotonic() + START_SECONDS
-    with httpx.Client(verify=gateway.tls, timeout=5) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            with contextlib.suppress(httpx.HTTPError):
-                if "x-request-id" in client.get(f"{gateway.base}/not-a-route").headers:
-                    return
-            time.sleep(0.2)
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(requests.RequestException):
+            if "x-request-id" in requests.get(f"{gateway.base}/not-a-route", verify=gateway.verify, timeout=5).headers:
+                return
+        time.sleep(0.2)
     raise RuntimeError(f"{gateway.name} did not start:\n{gateway.log_text()[-4000:]}")
 
 

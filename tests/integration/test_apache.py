@@ -1,5 +1,5 @@
 """The gateway under real Apache: mod_wsgi-express (as `lockllm-wsgi serve` starts it) and a system apache2 over
-HTTPS whose vhost Includes the shipped snippets unchanged, driven by the openai SDK, requests and httpx."""
+HTTPS whose vhost Includes the shipped snippets unchanged, driven by the openai SDK and requests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import openai
 import pytest
 import requests
@@ -197,14 +196,13 @@ def test_daemon_processes_share_the_verdict_cache_under_load(gateway, scanner, p
     log_start = len(gateway.log_text())
 
     def ask(number: int) -> int:
+        # A new connection per request: Apache closes idle keep-alive connections when it retires a spare child,
+        # and a POST racing that close is lost before reaching the gateway (clients retry it; this test must not).
         body = {"model": "gpt-test", "messages": [{"role": "user", "content": prompts[number % len(prompts)]}]}
-        return client.post(f"{gateway.base}/openai/v1/chat/completions", json=body,
-                           headers={"Authorization": f"Bearer {PROVIDER_KEY}"}).status_code
+        return requests.post(f"{gateway.base}/openai/v1/chat/completions", json=body, verify=gateway.verify,
+                             timeout=30, headers={"Authorization": f"Bearer {PROVIDER_KEY}"}).status_code
 
-    # A new connection per request: Apache closes idle keep-alive connections when it retires a spare child,
-    # and a POST racing that close is lost before reaching the gateway (clients retry it; this test must not).
-    fresh = httpx.Limits(max_keepalive_connections=0)
-    with httpx.Client(verify=gateway.tls, timeout=30, limits=fresh) as client, ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(ask, range(100)))
     assert statuses == [200] * 100
     assert len(provider.log) == 100
@@ -217,7 +215,7 @@ def test_daemon_processes_share_the_verdict_cache_under_load(gateway, scanner, p
 
 @pytest.mark.parametrize("gateway", ["apache2"], indirect=True)  # the shipped vhost; express serves HTTP only
 def test_plain_http_redirects_to_https(gateway):
-    with httpx.Client() as client:
-        answer = client.post(f"{gateway.http_base}/openai/v1/chat/completions", content=b"{}")
+    answer = requests.post(f"{gateway.http_base}/openai/v1/chat/completions", data=b"{}", allow_redirects=False,
+                           timeout=10)
     assert answer.status_code == 308
     assert answer.headers["location"] == f"{gateway.base}/openai/v1/chat/completions"
