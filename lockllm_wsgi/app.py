@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Iterable, Iterator
 from urllib.parse import quote
 
 from werkzeug.http import parse_options_header
 
-from .audit import Counters, ensure_handler, log_request
+from .audit import Counters, ensure_handler, log_event, log_request
 from .body import decode_body, parse_json, read_body
 from .config import Route, Settings
 from .extract import Collector, UnknownShape, scan_units
@@ -49,6 +50,10 @@ class GatewayApp:
         self.relay = Relay(settings.upstream)
         self.counters = Counters()
         ensure_handler()
+        log_event("start", config=settings.source, scanner=settings.scanner.backend,
+                  routes=[route.prefix or "/" for route in settings.routes],
+                  note="no LockLLM key configured: scanning with the built-in offline scanner"
+                  if settings.scanner.backend == "offline" and not settings.scanner.api_key else None)
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         started = time.monotonic()
@@ -88,7 +93,7 @@ class GatewayApp:
         if method in BODYLESS_METHODS:
             if read_body(environ, limits.max_body_bytes):
                 raise Refusal(400, "unexpected_body", f"A {method} request must not carry a body.")
-            return self._relay(environ, start_response, route, path, b"", record, started, scanned=False, safe=None)
+            return self._relay(environ, start_response, route, path, b"", record, started)
         if method != "POST":
             raise Refusal(405, "method_not_allowed", f"{method} is not supported here; LLM APIs take POST.",
                           headers=(("Allow", "GET, HEAD, POST, DELETE, OPTIONS"),))
@@ -105,20 +110,26 @@ class GatewayApp:
         if collector.non_text and self.settings.policy.non_text_parts == "block":
             raise Refusal(400, "unscannable_content", f"{collector.non_text[0]} is not text and cannot be scanned; "
                           "this gateway is set to refuse images, audio and files.")
-        if not collector.segments:
+        # Text that normalises to nothing (zero-width characters only) is nothing a model reads; a request made
+        # only of such text is refused like an empty one, never allowed unscanned.
+        units, texts = [], []
+        for unit in scan_units(collector.segments):
+            text = normalize_for_scan(unit.text)
+            if text.strip():
+                units.append(unit)
+                texts.append(text)
+        if not units:
             raise Refusal(400, "nothing_to_scan", "The request has no text to scan; send at least one message.")
 
-        units = scan_units(collector.segments)
         scan_started = time.monotonic()
         try:
-            verdicts = self.scanner.scan([normalize_for_scan(unit.text) for unit in units],
-                                         deadline=scan_started + self.settings.scanner.timeout)
+            verdicts = self.scanner.scan(texts, deadline=scan_started + self.settings.scanner.timeout)
         except ScannerUnavailable as problem:
             record["scan_ms"] = round((time.monotonic() - scan_started) * 1000, 2)
             record["scanner_problem"] = str(problem)
             if self.settings.scanner.fail_mode == "open":
                 record["decision"] = "fail_open"
-                return self._relay(environ, start_response, route, path, raw, record, started, scanned=False, safe=None)
+                return self._relay(environ, start_response, route, path, raw, record, started)
             record["decision"] = "fail_closed"
             raise Refusal(503, "scanner_unavailable", "The prompt scanner is unavailable, so the request was not "
                           "sent; try again shortly, or ask the gateway operator to check the scanner.") from None
@@ -134,8 +145,7 @@ class GatewayApp:
                           f"The request was blocked: the text at {decision.trigger} looks like a prompt injection "
                           f"(score {decision.score if decision.score is not None else 'n/a'}, threshold "
                           f"{decision.threshold}). If this is legitimate, ask the gateway operator to review it.")
-        return self._relay(environ, start_response, route, path, raw, record, started, scanned=True,
-                           safe=decision.action == "allow")
+        return self._relay(environ, start_response, route, path, raw, record, started)
 
     def _extract(self, fmt: WireFormat, path: str, document: dict) -> Collector:
         try:
@@ -148,8 +158,7 @@ class GatewayApp:
             collector.strings(document, "body")
             return collector
 
-    def _relay(self, environ, start_response, route: Route, path: str, body: bytes, record, started,
-               scanned: bool, safe: bool | None):
+    def _relay(self, environ, start_response, route: Route, path: str, body: bytes, record, started):
         query = environ.get("QUERY_STRING", "")
         url = route.upstream + quote(path, safe=_PATH_SAFE) + (f"?{query}" if query else "")
         headers = request_headers(environ)
@@ -160,9 +169,12 @@ class GatewayApp:
             record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
             raise Refusal(error.status, "upstream_unavailable", str(error)) from None
         record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
-        record.setdefault("decision", "allow" if scanned else "unscanned")
+        record.setdefault("decision", "unscanned")
         record["status"] = status
-        headers_out += self._gateway_headers(record, scanned, safe)
+        # The provider's own X-Request-Id is what its support desk asks for: keep it, ours is X-LockLLM-Request-Id.
+        upstream_has_id = any(name.lower() == "x-request-id" for name, _ in headers_out)
+        headers_out += [header for header in self._gateway_headers(record)
+                        if not (upstream_has_id and header[0] == "X-Request-Id")]
         self.counters.add(str(record["decision"]))
         start_response(f"{status} {reason or 'Upstream'}", headers_out)
         return _LoggedBody(upstream_body, record, started)
@@ -171,19 +183,20 @@ class GatewayApp:
         headers, body = fmt.error_body(refusal, str(record["request_id"]))
         record.setdefault("decision", "refused")
         record.update(status=refusal.status, code=refusal.code)
-        blocked = refusal.code == "prompt_injection_detected"
-        headers = headers + list(refusal.headers) + self._gateway_headers(
-            record, scanned=blocked, safe=False if blocked else None) + [("Content-Length", str(len(body)))]
+        headers = headers + list(refusal.headers) + self._gateway_headers(record) + [("Content-Length", str(len(body)))]
         self.counters.add(str(record["decision"]))
-        start_response(f"{refusal.status} {refusal.kind}", headers)
+        start_response(f"{refusal.status} {HTTPStatus(refusal.status).phrase}", headers)
         return _LoggedBody([body], record, started)
 
     @staticmethod
-    def _gateway_headers(record, scanned: bool, safe: bool | None) -> list[tuple[str, str]]:
+    def _gateway_headers(record) -> list[tuple[str, str]]:
+        decision = record.get("decision")
+        safe = {"allow": "true", "block": "false", "monitor": "false"}.get(str(decision), "unknown")
         return [
             ("X-Request-Id", str(record["request_id"])),
-            ("X-LockLLM-Scanned", "true" if scanned else "false"),
-            ("X-LockLLM-Safe", "unknown" if safe is None else ("true" if safe else "false")),
+            ("X-LockLLM-Request-Id", str(record["request_id"])),
+            ("X-LockLLM-Scanned", "true" if safe != "unknown" else "false"),
+            ("X-LockLLM-Safe", safe),
         ]
 
 

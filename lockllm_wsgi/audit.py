@@ -19,12 +19,41 @@ request_log = logging.getLogger("lockllm_wsgi.requests")
 _setup_lock = threading.Lock()
 
 
+class _RedactQuery(logging.Filter):
+    """urllib3 logs each request's URL at debug level; a Gemini `key=` query parameter is a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.split("?", 1)[0] + "?<redacted>" if isinstance(arg, str) and "?" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not when the handler was made: mod_wsgi (and
+    test runners) replace sys.stderr, and a handler holding the old one would write nowhere."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def ensure_handler() -> None:
-    """Give the request log a plain stderr handler unless the host application configured one."""
+    """Give the request log a plain stderr handler unless the host application configured one, and keep
+    query-string secrets out of urllib3's debug log."""
     with _setup_lock:
+        urllib3_log = logging.getLogger("urllib3.connectionpool")
+        if not any(isinstance(existing, _RedactQuery) for existing in urllib3_log.filters):
+            urllib3_log.addFilter(_RedactQuery())
         if request_log.handlers:
             return
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         request_log.addHandler(handler)
         request_log.setLevel(logging.INFO)
@@ -47,5 +76,9 @@ class Counters:
             return dict(self._counts)
 
 
+def log_event(event: str, **fields: object) -> None:
+    request_log.info(json.dumps({"event": event, **fields}, ensure_ascii=True, default=str))
+
+
 def log_request(**fields: object) -> None:
-    request_log.info(json.dumps({"event": "request", **fields}, ensure_ascii=True, default=str))
+    log_event("request", **fields)

@@ -52,6 +52,8 @@ class ScannerSettings:
     fail_mode: str = "closed"
     cache: str = "off"
     cache_ttl: int = DEFAULT_CACHE_TTL
+    offline_signals: tuple[str, ...] = ()
+    offline_allow: tuple[str, ...] = ()
 
     @property
     def cache_path(self) -> str | None:
@@ -162,6 +164,23 @@ def _cache(text: str) -> str:
     return value
 
 
+def _lines(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _signals(text: str) -> tuple[str, ...]:
+    """Operator rules for the offline scanner, one `WEIGHT FAMILY REGEX` a line, checked now rather than later."""
+    from .offline import OfflineDetector, parse_signal
+
+    lines = _lines(text)
+    for number, line in enumerate(lines, 1):
+        try:
+            OfflineDetector(extra_signals=[parse_signal(line)])
+        except ValueError as error:
+            raise ValueError(f"line {number} ({line!r}): {error}") from None
+    return lines
+
+
 def _block_status(text: str) -> int:
     value = int(text)
     if not 400 <= value <= 499:
@@ -202,6 +221,8 @@ _SCANNER_KEYS: dict[str, Callable[[str], object]] = {
     "fail_mode": _one_of("closed", "open"),
     "cache": _cache,
     "cache_ttl": _positive_int,
+    "offline_signals": _signals,
+    "offline_allow": _lines,
 }
 _POLICY_KEYS: dict[str, Callable[[str], object]] = {
     "action": _one_of("block", "monitor"),

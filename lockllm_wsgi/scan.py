@@ -177,18 +177,41 @@ class LockLLMScanner:
 
 
 def _error_message(response: requests.Response) -> str:
-    """The scan API's own error message, cut short: it explains a 4xx to the operator."""
+    """The scan API's error type and code (not its message, which may quote the input): enough for an operator
+    to tell a bad key from an outage."""
     try:
-        error = response.json().get("error", {})
-        return str(error.get("message") or error.get("code") or "")[:200]
-    except (ValueError, AttributeError):
-        return "(no JSON error body)"
+        error = response.json()["error"]
+        return f"{str(error.get('type'))[:60]}/{str(error.get('code'))[:60]}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "(no JSON error envelope)"
 
 
-def make_scanner(settings: ScannerSettings):
+class OfflineScanner:
+    """The in-process rule scanner behind the same interface: no network, so no cache, retries or deadline."""
+
+    def __init__(self, settings: ScannerSettings):
+        from .offline import OfflineDetector, parse_signal
+
+        self.detector = OfflineDetector(
+            extra_signals=[parse_signal(line) for line in settings.offline_signals],
+            allow_phrases=settings.offline_allow,
+        )
+        self.retries_total = 0
+
+    def scan(self, texts: Sequence[str], deadline: float) -> list[Verdict]:
+        verdicts = []
+        for text in texts:
+            detection = self.detector.detect(text)
+            # No safe flag: the policy threshold alone judges the score, as it does for the API's.
+            verdicts.append(Verdict(safe=None, score=detection.score, label="offline", families=detection.families))
+        return verdicts
+
+    def close(self) -> None:
+        """Nothing to release; here so both scanners share one interface."""
+
+
+def make_scanner(settings: ScannerSettings) -> LockLLMScanner | OfflineScanner:
     """The scanner the settings name: the LockLLM API, or the in-process offline scanner."""
     if settings.backend == "offline":
-        from .offline_scanner import OfflineScanner
-
         return OfflineScanner(settings)
     return LockLLMScanner(settings)

@@ -79,13 +79,13 @@ def scans(server: HTTPServer) -> list[dict]:
 
 def write_config(folder, scanner_url: str, upstream: str, extra: str = "", scanner_extra: str = "") -> str:
     path = folder / "lockllm.ini"
-    path.write_text(textwrap.dedent(f"""\
-        [scanner]
-        url = {scanner_url}
-        api_key = {SCANNER_KEY}
-        timeout = 3
-        retries = 1
-        """) + textwrap.dedent(scanner_extra) + textwrap.dedent(f"""
+    scanner_keys = {"url": scanner_url, "api_key": SCANNER_KEY, "timeout": "3", "retries": "1"}
+    for line in textwrap.dedent(scanner_extra).splitlines():
+        if line.strip():
+            key, _, value = line.partition("=")
+            scanner_keys[key.strip()] = value.strip()
+    path.write_text("[scanner]\n" + "".join(f"{key} = {value}\n" for key, value in scanner_keys.items())
+                    + textwrap.dedent(f"""
         [route:openai]
         prefix = /openai
         upstream = {upstream}
@@ -114,12 +114,13 @@ class Gateway:
 
 @pytest.fixture
 def make_gateway(tmp_path, scanner, provider):
-    """make_gateway(extra_ini="", scanner_extra="") -> Gateway in front of the fake scanner and provider."""
+    """make_gateway(extra, scanner_extra, scanner_url, upstream) -> Gateway, by default in front of the fakes."""
     started = []
 
-    def make(extra: str = "", scanner_extra: str = "") -> Gateway:
-        config = write_config(tmp_path, scanner.url_for("/v1/scan"), provider.url_for("").rstrip("/"), extra,
-                              scanner_extra)
+    def make(extra: str = "", scanner_extra: str = "", scanner_url: str | None = None,
+             upstream: str | None = None) -> Gateway:
+        config = write_config(tmp_path, scanner_url or scanner.url_for("/v1/scan"),
+                              upstream or provider.url_for("").rstrip("/"), extra, scanner_extra)
         gateway = Gateway(config)
         started.append(gateway)
         return gateway
@@ -127,3 +128,10 @@ def make_gateway(tmp_path, scanner, provider):
     yield make
     for gateway in started:
         gateway.close()
+
+
+@pytest.fixture
+def make_gateway_once(make_gateway, scanner, provider):
+    """One gateway for a property test's many examples, with a provider that accepts every chat."""
+    provider.expect_request("/v1/chat/completions").respond_with_json({"id": "x", "choices": []})
+    return make_gateway(), scanner, provider
