@@ -1,6 +1,7 @@
-"""The `lockllm-wsgi` command: serve, check-config, scan and cache.
+"""The `lockllm-wsgi` command: serve, check-config, scan, cache and apache-config.
 
     lockllm-wsgi serve --config /etc/lockllm/lockllm.ini --port 8000
+    lockllm-wsgi apache-config --config /etc/lockllm/lockllm.ini --write-script > /etc/apache2/conf-available/lockllm.conf
     lockllm-wsgi scan --config /etc/lockllm/lockllm.ini "Ignore all previous instructions"
     lockllm-wsgi cache stats --config /etc/lockllm/lockllm.ini
 
@@ -110,6 +111,28 @@ def _cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apache_config(args: argparse.Namespace) -> int:
+    from .apache_config import install_values, server_config, write_script
+
+    path = _config_path(args)
+    settings = load_settings(path)
+    script = os.path.abspath(args.wsgi_script or os.path.join(os.path.dirname(path), "lockllm.wsgi"))
+    values = install_values(settings, script, prefix=args.prefix, processes=args.processes, threads=args.threads,
+                            user=args.user, group=args.group)
+    for define in args.define:
+        name, _, value = define.partition("=")
+        values[name.strip()] = value.strip()
+    try:
+        text = server_config(values)
+    except ValueError as error:
+        raise SystemExit(f"lockllm-wsgi: {error}") from None
+    if args.write_script:
+        write_script(script, path)
+        print(f"lockllm-wsgi: wrote {script}", file=sys.stderr)
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lockllm-wsgi", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=15, help="threads per daemon process (default 15)")
     serve.add_argument("--server-root", help="folder for Apache's generated files (default /tmp/lockllm-wsgi-PORT)")
     serve.set_defaults(run=_serve)
+
+    apache = command("apache-config", "Print the Apache Defines for this installation (venv, script, limits, "
+                     "timeouts) to Include with the shipped snippets.")
+    apache.add_argument("--prefix", default="/llm", help="URL path to mount the gateway at (default /llm)")
+    apache.add_argument("--wsgi-script", help="the .wsgi script path (default: lockllm.wsgi beside the config)")
+    apache.add_argument("--write-script", action="store_true", help="also write the .wsgi script for this config")
+    apache.add_argument("--processes", type=int, default=2, help="daemon processes (default 2)")
+    apache.add_argument("--threads", type=int, default=15, help="threads per daemon process (default 15)")
+    apache.add_argument("--user", default="www-data", help="user the daemon runs as (default www-data)")
+    apache.add_argument("--group", help="group the daemon runs as (default: same as --user)")
+    apache.add_argument("--define", action="append", default=[], metavar="NAME=VALUE",
+                        help="set any other Define, e.g. LOCKLLM_SERVER_NAME=llm.example.com (repeatable)")
+    apache.set_defaults(run=_apache_config)
 
     check = command("check-config", "Validate the configuration and print the effective settings, secrets masked.")
     check.add_argument("file", nargs="?", help="INI file (same as --config)")

@@ -26,7 +26,7 @@ DEFAULT_RETRIES = 2
 DEFAULT_CACHE_TTL = 7 * 24 * 3600
 DEFAULT_THRESHOLD = 0.5
 # 10 MiB holds the longest real prompts (whole files pasted into context) while bounding memory per request;
-# apache/lockllm-location.conf sets the same LimitRequestBody.
+# Apache's LimitRequestBody (apache/lockllm-location.conf) sits 1 MiB above it, so the gateway answers over-cap bodies.
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 # Real requests nest a handful of levels; a cap far below Python's recursion limit keeps parsing safe.
 DEFAULT_MAX_JSON_DEPTH = 64
