@@ -114,12 +114,18 @@ class Gateway:
 
 @pytest.fixture
 def make_gateway(tmp_path, scanner, provider):
-    """make_gateway(extra_ini="", scanner_extra="") -> Gateway in front of the fake scanner and provider."""
+    """make_gateway(extra_ini="", scanner_extra="", routes={}) -> Gateway in front of the fake scanner and provider.
+
+    `routes` maps a format name to extra keys of its route: `[route:NAME]` with `prefix = /NAME`, the fake
+    provider as upstream and `format = NAME` is added for each.
+    """
     started = []
 
-    def make(extra: str = "", scanner_extra: str = "") -> Gateway:
-        config = write_config(tmp_path, scanner.url_for("/v1/scan"), provider.url_for("").rstrip("/"), extra,
-                              scanner_extra)
+    def make(extra: str = "", scanner_extra: str = "", routes: dict[str, str] | None = None) -> Gateway:
+        upstream = provider.url_for("").rstrip("/")
+        for name, keys in (routes or {}).items():
+            extra += f"\n[route:{name}]\nprefix = /{name}\nupstream = {upstream}\nformat = {name}\n{keys}\n"
+        config = write_config(tmp_path, scanner.url_for("/v1/scan"), upstream, extra, scanner_extra)
         gateway = Gateway(config)
         started.append(gateway)
         return gateway

@@ -14,7 +14,7 @@ import re
 
 from ..extract import Collector, UnknownShape, as_list, as_object
 from ..refusal import Refusal
-from . import WireFormat, json_bytes
+from . import WireFormat, check_keys, json_bytes, with_request_id
 
 # Top-level keys that carry no text the model reads (sampling, routing, bookkeeping). Any other key is unknown
 # and refused, so a field added to the API later cannot smuggle text past the scanner.
@@ -28,12 +28,6 @@ _PLAIN_KEYS = frozenset(
 
 _TEXT_PART_TYPES = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal"}
 _NON_TEXT_PART_TYPES = frozenset({"image_url", "input_image", "input_audio", "input_file", "file", "audio"})
-
-
-def _check_keys(body: dict, known: frozenset, where: str) -> None:
-    for key in body:
-        if key not in known:
-            raise UnknownShape(f"{where}{key}", "is not a field this gateway knows; it cannot be scanned")
 
 
 def _content(content, where: str, role: str | None, collector: Collector) -> None:
@@ -68,7 +62,7 @@ def _tool_calls(calls, where: str, role: str | None, collector: Collector) -> No
 
 
 def _chat(body: dict, collector: Collector) -> None:
-    _check_keys(
+    check_keys(
         body, _PLAIN_KEYS | {"messages", "tools", "functions", "response_format", "prediction"}, "",
     )
     for index, message in enumerate(as_list(body.get("messages"), "messages")):
@@ -77,7 +71,7 @@ def _chat(body: dict, collector: Collector) -> None:
         role = message.get("role")
         if not isinstance(role, str):
             raise UnknownShape(f"{where}.role", "every message needs a role")
-        _check_keys(
+        check_keys(
             message,
             frozenset({"role", "content", "name", "tool_calls", "function_call", "tool_call_id", "refusal", "audio"}),
             f"{where}.",
@@ -128,7 +122,7 @@ def _response_item(item, where: str, collector: Collector) -> None:
 
 
 def _responses(body: dict, collector: Collector) -> None:
-    _check_keys(body, _PLAIN_KEYS | {"input", "instructions", "tools", "text", "prompt"}, "")
+    check_keys(body, _PLAIN_KEYS | {"input", "instructions", "tools", "text", "prompt"}, "")
     collector.text(body.get("instructions"), "instructions", "system")
     value = body.get("input")
     if isinstance(value, str) or value is None:
@@ -157,13 +151,13 @@ def _text_or_texts(value, where: str, role: str, collector: Collector) -> None:
 
 
 def _completions(body: dict, collector: Collector) -> None:
-    _check_keys(body, _PLAIN_KEYS | {"prompt"}, "")
+    check_keys(body, _PLAIN_KEYS | {"prompt"}, "")
     _text_or_texts(body.get("prompt"), "prompt", "user", collector)
     collector.text(body.get("suffix"), "suffix", "user")
 
 
 def _embeddings(body: dict, collector: Collector) -> None:
-    _check_keys(body, _PLAIN_KEYS | {"input"}, "")
+    check_keys(body, _PLAIN_KEYS | {"input"}, "")
     _text_or_texts(body.get("input"), "input", "user", collector)
 
 
@@ -177,6 +171,6 @@ class OpenAIFormat(WireFormat):
     )
 
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
-        message = f"{refusal.message} (request id {request_id})"
-        error = {"message": message, "type": refusal.kind, "param": None, "code": refusal.code}
+        error = {"message": with_request_id(refusal, request_id), "type": refusal.kind, "param": None,
+                 "code": refusal.code}
         return [("Content-Type", "application/json")], json_bytes({"error": error})
