@@ -29,6 +29,13 @@ def user(*blocks) -> dict:
     return {"role": "user", "content": list(blocks)}
 
 
+GEN = "/v1beta/models/gemini-test:generateContent"
+
+
+def gemini(*parts, **top) -> dict:
+    return {"contents": [{"role": "user", "parts": list(parts) or [{"text": "hi"}]}], **top}
+
+
 FIELD_PATHS = [
     # --- anthropic -----------------------------------------------------------------------------------------
     pytest.param("anthropic", "/v1/messages", anthropic(system=T), "system", "system", id="anthropic-system-string"),
@@ -73,6 +80,44 @@ FIELD_PATHS = [
     pytest.param("anthropic", "/v1/messages", {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
                                                "messages": [{"role": "user", "content": T}]},
                  "messages[0].content", "user", id="anthropic-bedrock-invoke-body"),
+    # --- gemini --------------------------------------------------------------------------------------------
+    pytest.param("gemini", GEN, gemini({"text": T}), "contents[0].parts[0].text", "user", id="gemini-text"),
+    pytest.param("gemini", "/v1/models/g:streamGenerateContent", gemini({"text": T}), "contents[0].parts[0].text",
+                 "user", id="gemini-v1-stream"),
+    pytest.param("gemini", GEN, {"contents": [{"role": "model", "parts": [{"text": T}]}]},
+                 "contents[0].parts[0].text", "model", id="gemini-model-turn"),
+    pytest.param("gemini", GEN, gemini(systemInstruction={"parts": [{"text": T}]}), "systemInstruction.parts[0].text",
+                 "system", id="gemini-system-instruction"),
+    pytest.param("gemini", GEN, gemini(system_instruction={"parts": [{"text": T}]}),
+                 "systemInstruction.parts[0].text", "system", id="gemini-system-instruction-snake-case"),
+    pytest.param("gemini", GEN, gemini({"functionCall": {"name": "f", "args": {"q": T}}}),
+                 "contents[0].parts[0].functionCall.args.q", "user", id="gemini-function-call-args"),
+    pytest.param("gemini", GEN, gemini({"functionResponse": {"name": "f", "response": {"out": [T]}}}),
+                 "contents[0].parts[0].functionResponse.response.out[0]", "tool", id="gemini-function-response"),
+    pytest.param("gemini", GEN, gemini({"function_response": {"name": "f", "response": {"out": T}}}),
+                 "contents[0].parts[0].functionResponse.response.out", "tool", id="gemini-function-response-snake"),
+    pytest.param("gemini", GEN, gemini({"executableCode": {"language": "PYTHON", "code": T}}),
+                 "contents[0].parts[0].executableCode.code", "user", id="gemini-executable-code"),
+    pytest.param("gemini", GEN, gemini({"codeExecutionResult": {"outcome": "OUTCOME_OK", "output": T}}),
+                 "contents[0].parts[0].codeExecutionResult.output", "tool", id="gemini-code-output"),
+    pytest.param("gemini", GEN, gemini({"text": T, "thought": True, "thoughtSignature": "c2ln"}),
+                 "contents[0].parts[0].text", "user", id="gemini-thought"),
+    pytest.param("gemini", GEN, gemini(tools=[{"functionDeclarations": [{"name": "f", "description": T}]}]),
+                 "tools[0].functionDeclarations[0].description", "tools", id="gemini-function-description"),
+    pytest.param("gemini", GEN, gemini(generationConfig={"responseSchema": {"type": "OBJECT", "description": T}}),
+                 "generationConfig.responseSchema.description", "response_format", id="gemini-response-schema"),
+    pytest.param("gemini", "/v1beta/models/g:countTokens", gemini({"text": T}), "contents[0].parts[0].text", "user",
+                 id="gemini-count-tokens"),
+    pytest.param("gemini", "/v1beta/models/g:countTokens", {"generateContentRequest": {
+        "model": "models/g", **gemini({"text": T})}}, "generateContentRequest.contents[0].parts[0].text", "user",
+        id="gemini-count-tokens-nested"),
+    pytest.param("gemini", "/v1beta/models/g:embedContent", {"content": {"parts": [{"text": T}]}},
+                 "content.parts[0].text", "user", id="gemini-embed"),
+    pytest.param("gemini", "/v1beta/models/g:batchEmbedContents", {"requests": [
+        {"model": "models/g", "content": {"parts": [{"text": T}]}}]}, "requests[0].content.parts[0].text", "user",
+        id="gemini-batch-embed"),
+    pytest.param("gemini", "/v1beta/cachedContents", {"model": "models/g", "ttl": "60s", **gemini({"text": T})},
+                 "contents[0].parts[0].text", "user", id="gemini-cached-content"),
 ]
 
 
@@ -90,6 +135,10 @@ BINARY_PARTS = [
     pytest.param("anthropic", "/v1/messages", anthropic(user(
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"}})),
         "messages[0].content[0]", id="anthropic-pdf"),
+    pytest.param("gemini", GEN, gemini({"inlineData": {"mimeType": "image/png", "data": "iVBO"}}),
+                 "contents[0].parts[0].inlineData", id="gemini-inline-data"),
+    pytest.param("gemini", GEN, gemini({"file_data": {"file_uri": "gs://b/f.pdf"}}),
+                 "contents[0].parts[0].fileData", id="gemini-file-data"),
 ]
 
 
@@ -109,6 +158,14 @@ UNKNOWN_SHAPES = [
                                                              {"type": "text", "text": 5})),
                  "messages[0].content[1].text", id="anthropic-text-not-a-string"),
     pytest.param("anthropic", "/v1/complete", {"prompt": T}, "path", id="anthropic-legacy-complete"),
+    pytest.param("gemini", GEN, gemini(systemInstruction={"parts": [{"text": "be nice"}]},
+                                       system_instruction={"parts": [{"text": T}]}),
+                 "system_instruction", id="gemini-field-spelt-both-ways"),
+    pytest.param("gemini", GEN, gemini({"text": "hi", "inlineData": {"data": "x"}}), "contents[0].parts[0]",
+                 id="gemini-part-with-two-kinds"),
+    pytest.param("gemini", GEN, gemini({"hologram": T}), "contents[0].parts[0].hologram", id="gemini-unknown-part"),
+    pytest.param("gemini", GEN, gemini(prompt=T), "prompt", id="gemini-unknown-top-level"),
+    pytest.param("gemini", "/v1beta/models/g:predict", {"instances": [T]}, "path", id="gemini-unknown-endpoint"),
 ]
 
 
@@ -132,6 +189,14 @@ ERROR_SHAPES = [
     pytest.param("anthropic", Refusal(529, "overloaded", "Busy."), {"type": "error", "request_id": "req_1", "error": {
         "type": "overloaded_error", "message": "Busy. (request id req_1)", "details": {"error_code": "overloaded"}}},
         id="anthropic-529"),
+    pytest.param("gemini", BLOCKED, {"error": {
+        "code": 400, "status": "INVALID_ARGUMENT", "message": "The request was blocked. (request id req_1)",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "PROMPT_INJECTION_DETECTED",
+                     "domain": "lockllm-wsgi", "metadata": {"request_id": "req_1"}}]}}, id="gemini-400"),
+    pytest.param("gemini", UNAVAILABLE, {"error": {
+        "code": 503, "status": "UNAVAILABLE", "message": "The scanner is unavailable. (request id req_1)",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SCANNER_UNAVAILABLE",
+                     "domain": "lockllm-wsgi", "metadata": {"request_id": "req_1"}}]}}, id="gemini-503"),
 ]
 
 
@@ -140,3 +205,11 @@ def test_errors_take_the_provider_shape_with_the_request_id(fmt, refusal, expect
     headers, body = FORMATS[fmt].error_body(refusal, "req_1")
     assert ("Content-Type", "application/json") in headers
     assert json.loads(body) == expected
+
+
+@pytest.mark.parametrize("fmt, path, body, streams", [
+    pytest.param("gemini", "/v1beta/models/g:streamGenerateContent", {}, True, id="gemini-stream-path"),
+    pytest.param("gemini", GEN, {"stream": True}, False, id="gemini-generate-ignores-body-flag"),
+])
+def test_is_stream(fmt, path, body, streams):
+    assert FORMATS[fmt].is_stream(path, body) is streams

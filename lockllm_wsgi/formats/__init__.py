@@ -76,9 +76,10 @@ def with_request_id(refusal: Refusal, request_id: str) -> str:
 
 def _registry() -> dict[str, WireFormat]:
     from .anthropic import AnthropicFormat
+    from .gemini import GeminiFormat
     from .openai import OpenAIFormat
 
-    return {fmt.name: fmt for fmt in (OpenAIFormat(), AnthropicFormat())}
+    return {fmt.name: fmt for fmt in (OpenAIFormat(), AnthropicFormat(), GeminiFormat())}
 
 
 FORMATS: dict[str, WireFormat] = _registry()
