@@ -166,6 +166,14 @@ UNKNOWN_SHAPES = [
     pytest.param("gemini", GEN, gemini({"hologram": T}), "contents[0].parts[0].hologram", id="gemini-unknown-part"),
     pytest.param("gemini", GEN, gemini(prompt=T), "prompt", id="gemini-unknown-top-level"),
     pytest.param("gemini", "/v1beta/models/g:predict", {"instances": [T]}, "path", id="gemini-unknown-endpoint"),
+    pytest.param("azure", "/openai/deployments/gpt-4o/chat/completions", {
+        "messages": [{"role": "user", "content": "hi"}],
+        "data_sources": [{"type": "azure_search", "parameters": {"role_information": T}}]}, "data_sources",
+        id="azure-on-your-data"),
+    pytest.param("azure", "/openai/deployments/dall-e/images/generations", {"prompt": T}, "path",
+                 id="azure-unknown-endpoint"),
+    pytest.param("azure", "/v1/chat/completions", {"messages": [{"role": "user", "content": T}]}, "path",
+                 id="azure-openai-path-without-azure-prefix"),
 ]
 
 
@@ -189,6 +197,9 @@ ERROR_SHAPES = [
     pytest.param("anthropic", Refusal(529, "overloaded", "Busy."), {"type": "error", "request_id": "req_1", "error": {
         "type": "overloaded_error", "message": "Busy. (request id req_1)", "details": {"error_code": "overloaded"}}},
         id="anthropic-529"),
+    pytest.param("azure", BLOCKED, {"error": {
+        "message": "The request was blocked. (request id req_1)", "type": "invalid_request_error", "param": None,
+        "code": "prompt_injection_detected"}}, id="azure-400"),
     pytest.param("gemini", BLOCKED, {"error": {
         "code": 400, "status": "INVALID_ARGUMENT", "message": "The request was blocked. (request id req_1)",
         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "PROMPT_INJECTION_DETECTED",

@@ -76,10 +76,11 @@ def with_request_id(refusal: Refusal, request_id: str) -> str:
 
 def _registry() -> dict[str, WireFormat]:
     from .anthropic import AnthropicFormat
+    from .azure import AzureFormat
     from .gemini import GeminiFormat
     from .openai import OpenAIFormat
 
-    return {fmt.name: fmt for fmt in (OpenAIFormat(), AnthropicFormat(), GeminiFormat())}
+    return {fmt.name: fmt for fmt in (OpenAIFormat(), AnthropicFormat(), GeminiFormat(), AzureFormat())}
 
 
 FORMATS: dict[str, WireFormat] = _registry()

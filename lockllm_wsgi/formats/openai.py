@@ -14,7 +14,7 @@ import re
 
 from ..extract import Collector, UnknownShape, as_list, as_object
 from ..refusal import Refusal
-from . import WireFormat, check_keys, json_bytes, with_request_id
+from . import Walker, WireFormat, check_keys, json_bytes, with_request_id
 
 # Top-level keys that carry no text the model reads (sampling, routing, bookkeeping). Any other key is unknown
 # and refused, so a field added to the API later cannot smuggle text past the scanner.
@@ -161,14 +161,19 @@ def _embeddings(body: dict, collector: Collector) -> None:
     _text_or_texts(body.get("input"), "input", "user", collector)
 
 
+# Walkers by endpoint path suffix, in matching order (chat/completions before completions); Azure's format mounts
+# the same walkers under its own paths.
+ENDPOINT_WALKERS: dict[str, Walker] = {
+    "chat/completions": _chat,
+    "responses": _responses,
+    "completions": _completions,
+    "embeddings": _embeddings,
+}
+
+
 class OpenAIFormat(WireFormat):
     name = "openai"
-    endpoints = (
-        (re.compile(r"/chat/completions$"), _chat),
-        (re.compile(r"/responses$"), _responses),
-        (re.compile(r"/completions$"), _completions),
-        (re.compile(r"/embeddings$"), _embeddings),
-    )
+    endpoints = tuple((re.compile(rf"/{suffix}$"), walk) for suffix, walk in ENDPOINT_WALKERS.items())
 
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
         error = {"message": with_request_id(refusal, request_id), "type": refusal.kind, "param": None,
