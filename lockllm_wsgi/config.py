@@ -88,6 +88,7 @@ class Route:
     prefix: str
     upstream: str
     format: str
+    region: str = ""  # AWS region a Bedrock route signs for; empty: taken from the upstream host name
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,13 @@ def _prefix(text: str) -> str:
     return "" if value == "/" else value
 
 
+def _region(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", value):
+        raise ValueError(f"must be an AWS region such as us-east-1, not {text!r}")
+    return value
+
+
 def _format(text: str) -> str:
     from .formats import FORMATS  # imported late: formats import nothing from here, but keep start-up cheap
 
@@ -223,6 +231,7 @@ _ROUTE_KEYS: dict[str, Callable[[str], object]] = {
     "prefix": _prefix,
     "upstream": _http_url,
     "format": _format,
+    "region": _region,
 }
 
 

@@ -36,6 +36,13 @@ def gemini(*parts, **top) -> dict:
     return {"contents": [{"role": "user", "parts": list(parts) or [{"text": "hi"}]}], **top}
 
 
+CONVERSE = "/model/amazon.nova-lite-v1:0/converse"
+
+
+def converse(*blocks, **top) -> dict:
+    return {"messages": [{"role": "user", "content": list(blocks) or [{"text": "hi"}]}], **top}
+
+
 FIELD_PATHS = [
     # --- anthropic -----------------------------------------------------------------------------------------
     pytest.param("anthropic", "/v1/messages", anthropic(system=T), "system", "system", id="anthropic-system-string"),
@@ -118,6 +125,56 @@ FIELD_PATHS = [
         id="gemini-batch-embed"),
     pytest.param("gemini", "/v1beta/cachedContents", {"model": "models/g", "ttl": "60s", **gemini({"text": T})},
                  "contents[0].parts[0].text", "user", id="gemini-cached-content"),
+    # --- azure ---------------------------------------------------------------------------------------------
+    pytest.param("azure", "/openai/deployments/gpt-4o/chat/completions", {"messages": [{"role": "user", "content": T}]},
+                 "messages[0].content", "user", id="azure-deployment-chat"),
+    pytest.param("azure", "/openai/deployments/gpt-4o/completions", {"prompt": T}, "prompt", "user",
+                 id="azure-deployment-completions"),
+    pytest.param("azure", "/openai/deployments/embed/embeddings", {"input": [T]}, "input[0]", "user",
+                 id="azure-deployment-embeddings"),
+    pytest.param("azure", "/openai/v1/chat/completions", {"model": "gpt-4o", "messages": [
+        {"role": "system", "content": T}]}, "messages[0].content", "system", id="azure-v1-chat"),
+    pytest.param("azure", "/openai/v1/responses", {"model": "gpt-4o", "instructions": T}, "instructions", "system",
+                 id="azure-v1-responses"),
+    # --- bedrock -------------------------------------------------------------------------------------------
+    pytest.param("bedrock", CONVERSE, converse({"text": T}), "messages[0].content[0].text", "user",
+                 id="bedrock-text"),
+    pytest.param("bedrock", "/model/m/converse-stream", converse({"text": T}), "messages[0].content[0].text", "user",
+                 id="bedrock-converse-stream"),
+    pytest.param("bedrock", CONVERSE, converse(system=[{"text": T}]), "system[0].text", "system",
+                 id="bedrock-system"),
+    pytest.param("bedrock", CONVERSE, converse(system=[{"guardContent": {"text": {"text": T}}}]),
+                 "system[0].guardContent.text.text", "system", id="bedrock-system-guard-content"),
+    pytest.param("bedrock", CONVERSE, {"messages": [{"role": "assistant", "content": [
+        {"toolUse": {"toolUseId": "t", "name": "f", "input": {"q": T}}}]}]},
+        "messages[0].content[0].toolUse.input.q", "assistant", id="bedrock-tool-use-input"),
+    pytest.param("bedrock", CONVERSE, converse({"toolResult": {"toolUseId": "t", "content": [{"text": T}]}}),
+                 "messages[0].content[0].toolResult.content[0].text", "tool", id="bedrock-tool-result-text"),
+    pytest.param("bedrock", CONVERSE, converse({"toolResult": {"toolUseId": "t", "content": [{"json": {"r": T}}]}}),
+                 "messages[0].content[0].toolResult.content[0].json.r", "tool", id="bedrock-tool-result-json"),
+    pytest.param("bedrock", CONVERSE, converse({"document": {"name": "d", "format": "txt", "source": {"text": T}}}),
+                 "messages[0].content[0].document.source.text", "user", id="bedrock-text-document"),
+    pytest.param("bedrock", CONVERSE, converse({"document": {"name": T, "format": "pdf", "source": {"bytes": "JV"}}}),
+                 "messages[0].content[0].document.name", "user", id="bedrock-document-name"),
+    pytest.param("bedrock", CONVERSE, {"messages": [{"role": "assistant", "content": [
+        {"reasoningContent": {"reasoningText": {"text": T, "signature": "s"}}}]}]},
+        "messages[0].content[0].reasoningContent.reasoningText.text", "assistant", id="bedrock-reasoning"),
+    pytest.param("bedrock", CONVERSE, converse({"searchResult": {"source": "s", "title": "t", "content": [
+        {"text": T}]}}), "messages[0].content[0].searchResult.content[0].text", "user", id="bedrock-search-result"),
+    pytest.param("bedrock", CONVERSE, converse(toolConfig={"tools": [{"toolSpec": {
+        "name": "f", "description": T, "inputSchema": {"json": {}}}}]}),
+        "toolConfig.tools[0].toolSpec.description", "tools", id="bedrock-tool-description"),
+    pytest.param("bedrock", CONVERSE, converse(promptVariables={"topic": {"text": T}}), "promptVariables.topic.text",
+                 "user", id="bedrock-prompt-variables"),
+    pytest.param("bedrock", CONVERSE, converse(additionalModelRequestFields={"system": T}),
+                 "additionalModelRequestFields.system", "model_fields", id="bedrock-additional-model-fields"),
+    pytest.param("bedrock", "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke", {
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "system": T,
+        "messages": [{"role": "user", "content": "hi"}]}, "system", "system", id="bedrock-invoke-anthropic"),
+    pytest.param("bedrock", "/model/us.anthropic.claude-3-5-haiku-20241022-v1:0/invoke-with-response-stream", {
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": T}]}]},
+        "messages[0].content[0].text", "user", id="bedrock-invoke-stream-inference-profile"),
 ]
 
 
@@ -132,6 +189,10 @@ BINARY_PARTS = [
     pytest.param("anthropic", "/v1/messages", anthropic(user(
         {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": IMG}]})),
         "messages[0].content[0].content[0]", id="anthropic-image-in-tool-result"),
+    pytest.param("bedrock", CONVERSE, converse({"image": {"format": "png", "source": {"bytes": "iVBO"}}}),
+                 "messages[0].content[0].image", id="bedrock-image"),
+    pytest.param("bedrock", CONVERSE, converse({"document": {"name": "d", "format": "pdf", "source": {"bytes": "J"}}}),
+                 "messages[0].content[0].document", id="bedrock-pdf"),
     pytest.param("anthropic", "/v1/messages", anthropic(user(
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"}})),
         "messages[0].content[0]", id="anthropic-pdf"),
@@ -174,6 +235,12 @@ UNKNOWN_SHAPES = [
                  id="azure-unknown-endpoint"),
     pytest.param("azure", "/v1/chat/completions", {"messages": [{"role": "user", "content": T}]}, "path",
                  id="azure-openai-path-without-azure-prefix"),
+    pytest.param("bedrock", CONVERSE, converse({"hologram": T}), "messages[0].content[0]", id="bedrock-unknown-block"),
+    pytest.param("bedrock", CONVERSE, converse({"text": "a", "image": {}}), "messages[0].content[0]",
+                 id="bedrock-block-with-two-kinds"),
+    pytest.param("bedrock", CONVERSE, converse(prompt=T), "prompt", id="bedrock-unknown-top-level"),
+    pytest.param("bedrock", "/model/meta.llama3-70b-instruct-v1:0/invoke", {"prompt": T}, "path",
+                 id="bedrock-invoke-non-anthropic"),
 ]
 
 
@@ -200,6 +267,7 @@ ERROR_SHAPES = [
     pytest.param("azure", BLOCKED, {"error": {
         "message": "The request was blocked. (request id req_1)", "type": "invalid_request_error", "param": None,
         "code": "prompt_injection_detected"}}, id="azure-400"),
+    pytest.param("bedrock", BLOCKED, {"message": "The request was blocked. (request id req_1)"}, id="bedrock-400"),
     pytest.param("gemini", BLOCKED, {"error": {
         "code": 400, "status": "INVALID_ARGUMENT", "message": "The request was blocked. (request id req_1)",
         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "PROMPT_INJECTION_DETECTED",
@@ -221,6 +289,19 @@ def test_errors_take_the_provider_shape_with_the_request_id(fmt, refusal, expect
 @pytest.mark.parametrize("fmt, path, body, streams", [
     pytest.param("gemini", "/v1beta/models/g:streamGenerateContent", {}, True, id="gemini-stream-path"),
     pytest.param("gemini", GEN, {"stream": True}, False, id="gemini-generate-ignores-body-flag"),
+    pytest.param("bedrock", "/model/m/converse-stream", {}, True, id="bedrock-converse-stream"),
+    pytest.param("bedrock", "/model/m/invoke-with-response-stream", {}, True, id="bedrock-invoke-stream"),
+    pytest.param("bedrock", CONVERSE, {}, False, id="bedrock-converse"),
 ])
 def test_is_stream(fmt, path, body, streams):
     assert FORMATS[fmt].is_stream(path, body) is streams
+
+
+@pytest.mark.parametrize("refusal, error_type", [
+    pytest.param(BLOCKED, "ValidationException", id="blocked"),
+    pytest.param(UNAVAILABLE, "ServiceUnavailableException", id="scanner-unavailable"),
+    pytest.param(Refusal(413, "request_too_large", "Too big."), "ValidationException", id="too-large"),
+])
+def test_bedrock_errors_name_their_type_in_the_header_botocore_reads(refusal, error_type):
+    headers, _ = FORMATS["bedrock"].error_body(refusal, "req_1")
+    assert ("x-amzn-ErrorType", error_type) in headers and ("x-amzn-RequestId", "req_1") in headers

@@ -77,10 +77,11 @@ def with_request_id(refusal: Refusal, request_id: str) -> str:
 def _registry() -> dict[str, WireFormat]:
     from .anthropic import AnthropicFormat
     from .azure import AzureFormat
+    from .bedrock import BedrockFormat
     from .gemini import GeminiFormat
     from .openai import OpenAIFormat
 
-    return {fmt.name: fmt for fmt in (OpenAIFormat(), AnthropicFormat(), GeminiFormat(), AzureFormat())}
+    return {fmt.name: fmt for fmt in (OpenAIFormat(), AnthropicFormat(), GeminiFormat(), AzureFormat(), BedrockFormat())}
 
 
 FORMATS: dict[str, WireFormat] = _registry()
