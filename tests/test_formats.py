@@ -175,6 +175,45 @@ FIELD_PATHS = [
         "anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
         "messages": [{"role": "user", "content": [{"type": "text", "text": T}]}]},
         "messages[0].content[0].text", "user", id="bedrock-invoke-stream-inference-profile"),
+    # --- cohere --------------------------------------------------------------------------------------------
+    pytest.param("cohere", "/v1/chat", {"message": T}, "message", "user", id="cohere-v1-message"),
+    pytest.param("cohere", "/v1/chat", {"message": "hi", "preamble": T}, "preamble", "system",
+                 id="cohere-v1-preamble"),
+    pytest.param("cohere", "/v1/chat", {"message": "hi", "chat_history": [{"role": "CHATBOT", "message": T}]},
+                 "chat_history[0].message", "assistant", id="cohere-v1-history"),
+    pytest.param("cohere", "/v1/chat", {"message": "hi", "chat_history": [{"role": "TOOL", "tool_results": [
+        {"call": {"name": "f", "parameters": {}}, "outputs": [{"r": T}]}]}]},
+        "chat_history[0].tool_results[0].outputs[0].r", "tool", id="cohere-v1-history-tool-results"),
+    pytest.param("cohere", "/v1/chat", {"message": "hi", "documents": [{"title": "t", "snippet": T}]},
+                 "documents[0].snippet", "document", id="cohere-v1-documents"),
+    pytest.param("cohere", "/v1/chat", {"message": "", "tool_results": [
+        {"call": {"name": "f", "parameters": {"q": "x"}}, "outputs": [{"answer": T}]}]},
+        "tool_results[0].outputs[0].answer", "tool", id="cohere-v1-tool-results"),
+    pytest.param("cohere", "/v1/chat", {"message": "hi", "tools": [{"name": "f", "description": T}]},
+                 "tools[0].description", "tools", id="cohere-v1-tools"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "user", "content": T}]}, "messages[0].content", "user",
+                 id="cohere-v2-content-string"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "system", "content": [{"type": "text", "text": T}]}]},
+                 "messages[0].content[0].text", "system", id="cohere-v2-content-parts"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "assistant", "tool_plan": T, "tool_calls": []}]},
+                 "messages[0].tool_plan", "assistant", id="cohere-v2-tool-plan"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "assistant", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": T}}]}]},
+        "messages[0].tool_calls[0].function.arguments", "assistant", id="cohere-v2-tool-call-arguments"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "tool", "tool_call_id": "c", "content": [
+        {"type": "document", "document": {"data": {"out": T}}}]}]},
+        "messages[0].content[0].document.data.out", "tool", id="cohere-v2-tool-document"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "user", "content": "hi"}], "documents": [T]},
+                 "documents[0]", "document", id="cohere-v2-documents"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "f", "description": T}}]}, "tools[0].function.description",
+        "tools", id="cohere-v2-tools"),
+    pytest.param("cohere", "/v2/embed", {"texts": ["ok", T]}, "texts[1]", "user", id="cohere-embed-texts"),
+    pytest.param("cohere", "/v2/embed", {"inputs": [{"content": [{"type": "text", "text": T}]}]},
+                 "inputs[0].content[0].text", "user", id="cohere-embed-inputs"),
+    pytest.param("cohere", "/v2/rerank", {"query": T, "documents": ["a"]}, "query", "user", id="cohere-rerank-query"),
+    pytest.param("cohere", "/v1/rerank", {"query": "q", "documents": [{"text": T}]}, "documents[0].text", "document",
+                 id="cohere-rerank-documents"),
 ]
 
 
@@ -193,6 +232,9 @@ BINARY_PARTS = [
                  "messages[0].content[0].image", id="bedrock-image"),
     pytest.param("bedrock", CONVERSE, converse({"document": {"name": "d", "format": "pdf", "source": {"bytes": "J"}}}),
                  "messages[0].content[0].document", id="bedrock-pdf"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}]}, "messages[0].content[0]",
+        id="cohere-v2-image"),
     pytest.param("anthropic", "/v1/messages", anthropic(user(
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"}})),
         "messages[0].content[0]", id="anthropic-pdf"),
@@ -241,6 +283,12 @@ UNKNOWN_SHAPES = [
     pytest.param("bedrock", CONVERSE, converse(prompt=T), "prompt", id="bedrock-unknown-top-level"),
     pytest.param("bedrock", "/model/meta.llama3-70b-instruct-v1:0/invoke", {"prompt": T}, "path",
                  id="bedrock-invoke-non-anthropic"),
+    pytest.param("cohere", "/v1/chat", {"message": "hi", "chat_history": [{"role": "ROBOT", "message": T}]},
+                 "chat_history[0].role", id="cohere-v1-unknown-role"),
+    pytest.param("cohere", "/v2/chat", {"messages": [{"role": "user", "content": [{"type": "audio", "x": T}]}]},
+                 "messages[0].content[0].type", id="cohere-v2-unknown-part"),
+    pytest.param("cohere", "/v2/chat", {"messages": [], "preamble": T}, "preamble", id="cohere-v1-key-on-v2"),
+    pytest.param("cohere", "/v1/generate", {"prompt": T}, "path", id="cohere-legacy-generate"),
 ]
 
 
@@ -268,6 +316,8 @@ ERROR_SHAPES = [
         "message": "The request was blocked. (request id req_1)", "type": "invalid_request_error", "param": None,
         "code": "prompt_injection_detected"}}, id="azure-400"),
     pytest.param("bedrock", BLOCKED, {"message": "The request was blocked. (request id req_1)"}, id="bedrock-400"),
+    pytest.param("cohere", BLOCKED, {"id": "req_1", "message": "The request was blocked. (request id req_1)"},
+                 id="cohere-400"),
     pytest.param("gemini", BLOCKED, {"error": {
         "code": 400, "status": "INVALID_ARGUMENT", "message": "The request was blocked. (request id req_1)",
         "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "PROMPT_INJECTION_DETECTED",

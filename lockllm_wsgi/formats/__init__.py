@@ -78,10 +78,12 @@ def _registry() -> dict[str, WireFormat]:
     from .anthropic import AnthropicFormat
     from .azure import AzureFormat
     from .bedrock import BedrockFormat
+    from .cohere import CohereFormat
     from .gemini import GeminiFormat
     from .openai import OpenAIFormat
 
-    return {fmt.name: fmt for fmt in (OpenAIFormat(), AnthropicFormat(), GeminiFormat(), AzureFormat(), BedrockFormat())}
+    formats = (OpenAIFormat(), AzureFormat(), AnthropicFormat(), GeminiFormat(), BedrockFormat(), CohereFormat())
+    return {fmt.name: fmt for fmt in formats}
 
 
 FORMATS: dict[str, WireFormat] = _registry()
