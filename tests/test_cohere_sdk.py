@@ -119,5 +119,6 @@ def test_scanner_outage_is_service_unavailable(make_gateway, provider, scanner):
     scanner.expect_request("/v1/scan").respond_with_json({"error": {"message": "down"}}, status=500)
     gateway = make_gateway(routes=ROUTES)
     with pytest.raises(ServiceUnavailableError):
-        v2(gateway).chat(model="m", messages=[{"role": "user", "content": "hi"}])
+        v2(gateway).chat(model="m", messages=[{"role": "user", "content": "hi"}],
+                         request_options={"max_retries": 0})
     assert provider.log == []

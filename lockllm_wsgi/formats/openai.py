@@ -24,6 +24,8 @@ _PLAIN_KEYS = frozenset(
     reasoning_effort reasoning modalities audio web_search_options prompt_cache_key safety_identifier verbosity
     tool_choice function_call truncation include previous_response_id background max_output_tools max_tool_calls
     max_output_tokens text_format echo best_of suffix encoding_format dimensions conversation""".split()
+    # Sampling knobs of the OpenAI-compatible hosts in presets.py (Mistral, Together, vLLM, Ollama...).
+    + "random_seed safe_prompt prompt_mode top_k min_p repetition_penalty".split()
 )
 
 _TEXT_PART_TYPES = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal"}
@@ -73,7 +75,9 @@ def _chat(body: dict, collector: Collector) -> None:
             raise UnknownShape(f"{where}.role", "every message needs a role")
         check_keys(
             message,
-            frozenset({"role", "content", "name", "tool_calls", "function_call", "tool_call_id", "refusal", "audio"}),
+            # `prefix` (Mistral) marks an assistant message the model continues: its content is read like any other.
+            frozenset({"role", "content", "name", "tool_calls", "function_call", "tool_call_id", "refusal", "audio",
+                       "prefix"}),
             f"{where}.",
         )
         _content(message.get("content"), f"{where}.content", role, collector)
