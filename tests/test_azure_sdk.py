@@ -6,6 +6,7 @@ import json
 
 import openai
 import pytest
+from werkzeug.wrappers import Response
 
 from conftest import ATTACK
 from test_openai_sdk import COMPLETION
@@ -72,3 +73,15 @@ def test_on_your_data_is_refused_before_any_scan(make_gateway, provider, scanner
             extra_body={"data_sources": [{"type": "azure_search", "parameters": {"endpoint": "https://s"}}]})
     assert caught.value.code == "unrecognized_request" and "data_sources" in caught.value.message
     assert provider.log == [] and scanner.log == []
+
+
+def test_deployment_stream_is_relayed(make_gateway, provider):
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+             "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]}
+    provider.expect_request("/openai/deployments/gpt-4o/chat/completions", method="POST").respond_with_response(
+        Response(f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n", content_type="text/event-stream"))
+    gateway = make_gateway(routes=ROUTES)
+    pieces = [event.choices[0].delta.content for event in deployment_client(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True)]
+    assert pieces == ["Hello"]
+    assert json.loads(provider.log[0][0].get_data())["stream"] is True

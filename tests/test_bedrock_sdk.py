@@ -18,7 +18,8 @@ from botocore.exceptions import ClientError
 from werkzeug.wrappers import Request, Response
 
 from conftest import ATTACK
-from lockllm_wsgi.formats.bedrock import CREDENTIALS
+from lockllm_wsgi.config import ConfigError
+from lockllm_wsgi.formats.bedrock import CREDENTIALS, signing_region
 
 MODEL = "amazon.nova-lite-v1:0"
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -155,7 +156,8 @@ def test_injection_is_blocked_with_validation_exception(make_gateway, provider, 
     pytest.param(lambda c: c.converse_stream(modelId=MODEL, messages=[{"role": "user", "content": [{"text": ATTACK}]}]),
                  id="converse-stream"),
     pytest.param(lambda c: c.invoke_model(modelId=CLAUDE, contentType="application/json", body=json.dumps({
-        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": [{"role": "user", "content": ATTACK}]})),
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 5,
+        "messages": [{"role": "user", "content": ATTACK}]})),
         id="invoke-model-claude"),
     pytest.param(lambda c: c.invoke_model_with_response_stream(modelId=CLAUDE, contentType="application/json",
                                                                body=json.dumps({
@@ -182,3 +184,22 @@ def test_without_gateway_credentials_nothing_is_forwarded(make_gateway, provider
     assert caught.value.response["Error"]["Code"] == "InternalServerException"
     assert "AWS credentials" in caught.value.response["Error"]["Message"]
     assert provider.log == []
+
+
+def test_the_signing_region_is_the_route_setting_or_else_the_one_in_the_upstream_host():
+    assert signing_region("", "https://bedrock-runtime.eu-west-3.amazonaws.com/model/m/converse") == "eu-west-3"
+    assert signing_region("us-west-2", "https://bedrock-runtime.eu-west-3.amazonaws.com/model/m/converse") == \
+        "us-west-2"
+
+
+def test_a_route_without_a_region_to_sign_for_is_refused_unforwarded(make_gateway, provider):
+    gateway = make_gateway(routes={"bedrock": ""})  # the fake host's name names no region
+    with pytest.raises(ClientError) as caught:
+        client(gateway).converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert "`region`" in caught.value.response["Error"]["Message"]
+    assert provider.log == []
+
+
+def test_region_setting_must_be_an_aws_region(make_gateway):
+    with pytest.raises(ConfigError, match=r"\[route:bedrock\] region must be an AWS region"):
+        make_gateway(routes={"bedrock": "region = narnia"})

@@ -66,11 +66,13 @@ TOOL_CALL = {"id": "c1", "type": "function", "function": {"name": "lookup", "arg
     pytest.param(lambda c: c.chat(model="m", messages=[{"role": "system", "content": ATTACK},
                                                        {"role": "user", "content": "hi"}]),
                  "messages[0].content", id="v2-system"),
-    pytest.param(lambda c: c.chat(model="m", messages=[{"role": "user", "content": [{"type": "text", "text": ATTACK}]}]),
+    pytest.param(lambda c: c.chat(model="m", messages=[
+        {"role": "user", "content": [{"type": "text", "text": ATTACK}]}]),
                  "messages[0].content[0].text", id="v2-user-part"),
     pytest.param(lambda c: c.chat(model="m", messages=[
         {"role": "user", "content": "hi"}, {"role": "assistant", "tool_plan": "look", "tool_calls": [TOOL_CALL]},
-        {"role": "tool", "tool_call_id": "c1", "content": [{"type": "document", "document": {"data": {"r": ATTACK}}}]}]),
+        {"role": "tool", "tool_call_id": "c1", "content": [
+            {"type": "document", "document": {"data": {"r": ATTACK}}}]}]),
         "messages[2].content[0].document.data.r", id="v2-tool-result"),
     pytest.param(lambda c: c.chat(model="m", messages=[{"role": "user", "content": "hi"}],
                                   documents=[{"data": {"snippet": ATTACK}}]), "documents[0].data.snippet",

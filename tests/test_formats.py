@@ -52,7 +52,8 @@ FIELD_PATHS = [
                  "user", id="anthropic-content-string"),
     pytest.param("anthropic", "/v1/messages", anthropic(user({"type": "text", "text": T})),
                  "messages[0].content[0].text", "user", id="anthropic-text-block"),
-    pytest.param("anthropic", "/v1/messages/count_tokens", {"model": "c", "messages": [user({"type": "text", "text": T})]},
+    pytest.param("anthropic", "/v1/messages/count_tokens",
+                 {"model": "c", "messages": [user({"type": "text", "text": T})]},
                  "messages[0].content[0].text", "user", id="anthropic-count-tokens"),
     pytest.param("anthropic", "/v1/messages", anthropic(
         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {"q": T}}]}),

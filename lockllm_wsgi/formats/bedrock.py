@@ -195,7 +195,8 @@ class BedrockFormat(WireFormat):
     def is_stream(self, path: str, body: Mapping[str, Any]) -> bool:
         return path.endswith(("/converse-stream", "/invoke-with-response-stream"))
 
-    def upstream_headers(self, route: "Route", method: str, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+    def upstream_headers(self, route: "Route", method: str, url: str, headers: dict[str, str],
+                         body: bytes) -> dict[str, str]:
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
