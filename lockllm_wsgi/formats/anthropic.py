@@ -27,7 +27,7 @@ _PLAIN_KEYS = frozenset(
 )
 _BODY_KEYS = _PLAIN_KEYS | {"messages", "system", "tools", "output_format", "output_config"}
 _MESSAGE_KEYS = frozenset({"role", "content"})
-# Block types whose payload is not text: the provider reads them, the text scanner cannot.
+# Image and document source types holding bytes (inline, by URL or uploaded file): not text the scanner can read.
 _BINARY_SOURCES = frozenset({"base64", "url", "file"})
 
 
