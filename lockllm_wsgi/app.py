@@ -184,7 +184,9 @@ class GatewayApp:
     def _relay(self, environ, start_response, route: Route, path: str, body: bytes, record, started):
         query = environ.get("QUERY_STRING", "")
         url = route.upstream + quote(path, safe=_PATH_SAFE) + (f"?{query}" if query else "")
-        headers = request_headers(environ)
+        # The format may re-sign for the upstream (Bedrock's SigV4); a client's own signature never passes.
+        headers = FORMATS[route.format].upstream_headers(route, environ["REQUEST_METHOD"], url,
+                                                         request_headers(environ), body)
         upstream_started = time.monotonic()
         try:
             status, reason, headers_out, upstream_body = self.relay.send(environ["REQUEST_METHOD"], url, headers, body)

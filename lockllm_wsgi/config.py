@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+from .presets import PRESETS
+
 DEFAULT_SCANNER_URL = "https://api.lockllm.com/v1/scan"
 # The scan budget of one whole request, retries included: an LLM call already takes seconds, but a gateway that
 # adds more than a few when the scanner is sick is worse than failing by the configured fail mode.
@@ -122,6 +124,7 @@ class Route:
     prefix: str
     upstream: str
     format: str
+    region: str = ""  # AWS region a Bedrock route signs for; empty: taken from the upstream host name
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,13 @@ def _prefix(text: str) -> str:
     return "" if value == "/" else value
 
 
+def _region(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", value):
+        raise ValueError(f"must be an AWS region such as us-east-1, not {text!r}")
+    return value
+
+
 def _format(text: str) -> str:
     from .formats import FORMATS  # imported late: formats import nothing from here, but keep start-up cheap
 
@@ -338,6 +348,8 @@ _ROUTE_KEYS: dict[str, Callable[[str], object]] = {
     "prefix": _prefix,
     "upstream": _http_url,
     "format": _format,
+    "region": _region,
+    "preset": _one_of(*PRESETS),
 }
 
 
@@ -413,6 +425,11 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
         if not name.startswith("route:"):
             continue
         values = reader.section(name, _ROUTE_KEYS)
+        preset = values.pop("preset", None)
+        if preset is not None:
+            if values.setdefault("format", "openai") != "openai":
+                raise reader.fail(name, "format", f"must be openai (or left out) with preset = {preset}")
+            values.setdefault("upstream", PRESETS[str(preset)])
         for required in ("upstream", "format"):
             if required not in values:
                 raise reader.fail(name, required, "is required")

@@ -114,13 +114,19 @@ class Gateway:
 
 @pytest.fixture
 def make_gateway(tmp_path, scanner, provider):
-    """make_gateway(extra, scanner_extra, scanner_url, upstream) -> Gateway, by default in front of the fakes."""
+    """make_gateway(extra, scanner_extra, scanner_url, upstream, routes) -> Gateway, by default in front of the fakes.
+
+    `routes` maps a format name to extra keys of its route: `[route:NAME]` with `prefix = /NAME`, the fake
+    provider as upstream and `format = NAME` is added for each.
+    """
     started = []
 
     def make(extra: str = "", scanner_extra: str = "", scanner_url: str | None = None,
-             upstream: str | None = None) -> Gateway:
-        config = write_config(tmp_path, scanner_url or scanner.url_for("/v1/scan"),
-                              upstream or provider.url_for("").rstrip("/"), extra, scanner_extra)
+             upstream: str | None = None, routes: dict[str, str] | None = None) -> Gateway:
+        upstream = upstream or provider.url_for("").rstrip("/")
+        for name, keys in (routes or {}).items():
+            extra += f"\n[route:{name}]\nprefix = /{name}\nupstream = {upstream}\nformat = {name}\n{keys}\n"
+        config = write_config(tmp_path, scanner_url or scanner.url_for("/v1/scan"), upstream, extra, scanner_extra)
         gateway = Gateway(config)
         started.append(gateway)
         return gateway

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..extract import Collector, UnknownShape
 from ..refusal import Refusal
+
+if TYPE_CHECKING:
+    from ..config import Route
 
 Walker = Callable[[dict, Collector], None]
 
@@ -41,15 +44,46 @@ class WireFormat:
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
         raise NotImplementedError
 
+    def upstream_headers(self, route: "Route", method: str, url: str, headers: dict[str, str],
+                         body: bytes) -> dict[str, str]:
+        """The headers sent upstream; a format whose provider authenticates per request (SigV4) re-signs here."""
+        return headers
+
 
 def json_bytes(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
+def check_keys(body: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    """Refuse any key outside `known`: a field added to an API later must not smuggle text past the scanner."""
+    for key in body:
+        if key not in known:
+            raise UnknownShape(f"{where}{key}", "is not a field this gateway knows; it cannot be scanned")
+
+
+def only_key(block: Mapping[str, Any], keys: frozenset[str], where: str) -> str:
+    """The one key of a union object (Gemini parts, Bedrock content blocks) that says what it holds."""
+    present = [key for key in block if key in keys]
+    if len(present) != 1:
+        raise UnknownShape(where, f"expected exactly one of {', '.join(sorted(keys))}, found {present or 'none'}")
+    return present[0]
+
+
+def with_request_id(refusal: Refusal, request_id: str) -> str:
+    """The refusal's message as every format shows it: the request id lets an operator find the log line."""
+    return f"{refusal.message} (request id {request_id})"
+
+
 def _registry() -> dict[str, WireFormat]:
+    from .anthropic import AnthropicFormat
+    from .azure import AzureFormat
+    from .bedrock import BedrockFormat
+    from .cohere import CohereFormat
+    from .gemini import GeminiFormat
     from .openai import OpenAIFormat
 
-    return {fmt.name: fmt for fmt in (OpenAIFormat(),)}
+    formats = (OpenAIFormat(), AzureFormat(), AnthropicFormat(), GeminiFormat(), BedrockFormat(), CohereFormat())
+    return {fmt.name: fmt for fmt in formats}
 
 
 FORMATS: dict[str, WireFormat] = _registry()

@@ -14,7 +14,7 @@ import re
 
 from ..extract import Collector, UnknownShape, as_list, as_object
 from ..refusal import Refusal
-from . import WireFormat, json_bytes
+from . import Walker, WireFormat, check_keys, json_bytes, with_request_id
 
 # Top-level keys that carry no text the model reads (sampling, routing, bookkeeping). Any other key is unknown
 # and refused, so a field added to the API later cannot smuggle text past the scanner.
@@ -24,16 +24,12 @@ _PLAIN_KEYS = frozenset(
     reasoning_effort reasoning modalities audio web_search_options prompt_cache_key safety_identifier verbosity
     tool_choice function_call truncation include previous_response_id background max_output_tools max_tool_calls
     max_output_tokens text_format echo best_of suffix encoding_format dimensions conversation""".split()
+    # Sampling knobs of the OpenAI-compatible hosts in presets.py (Mistral, Together, vLLM, Ollama...).
+    + "random_seed safe_prompt prompt_mode top_k min_p repetition_penalty".split()
 )
 
 _TEXT_PART_TYPES = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal"}
 _NON_TEXT_PART_TYPES = frozenset({"image_url", "input_image", "input_audio", "input_file", "file", "audio"})
-
-
-def _check_keys(body: dict, known: frozenset, where: str) -> None:
-    for key in body:
-        if key not in known:
-            raise UnknownShape(f"{where}{key}", "is not a field this gateway knows; it cannot be scanned")
 
 
 def _content(content, where: str, role: str | None, collector: Collector) -> None:
@@ -68,7 +64,7 @@ def _tool_calls(calls, where: str, role: str | None, collector: Collector) -> No
 
 
 def _chat(body: dict, collector: Collector) -> None:
-    _check_keys(
+    check_keys(
         body, _PLAIN_KEYS | {"messages", "tools", "functions", "response_format", "prediction"}, "",
     )
     for index, message in enumerate(as_list(body.get("messages"), "messages")):
@@ -77,9 +73,11 @@ def _chat(body: dict, collector: Collector) -> None:
         role = message.get("role")
         if not isinstance(role, str):
             raise UnknownShape(f"{where}.role", "every message needs a role")
-        _check_keys(
+        check_keys(
             message,
-            frozenset({"role", "content", "name", "tool_calls", "function_call", "tool_call_id", "refusal", "audio"}),
+            # `prefix` (Mistral) marks an assistant message the model continues: its content is read like any other.
+            frozenset({"role", "content", "name", "tool_calls", "function_call", "tool_call_id", "refusal", "audio",
+                       "prefix"}),
             f"{where}.",
         )
         _content(message.get("content"), f"{where}.content", role, collector)
@@ -128,7 +126,7 @@ def _response_item(item, where: str, collector: Collector) -> None:
 
 
 def _responses(body: dict, collector: Collector) -> None:
-    _check_keys(body, _PLAIN_KEYS | {"input", "instructions", "tools", "text", "prompt"}, "")
+    check_keys(body, _PLAIN_KEYS | {"input", "instructions", "tools", "text", "prompt"}, "")
     collector.text(body.get("instructions"), "instructions", "system")
     value = body.get("input")
     if isinstance(value, str) or value is None:
@@ -157,26 +155,31 @@ def _text_or_texts(value, where: str, role: str, collector: Collector) -> None:
 
 
 def _completions(body: dict, collector: Collector) -> None:
-    _check_keys(body, _PLAIN_KEYS | {"prompt"}, "")
+    check_keys(body, _PLAIN_KEYS | {"prompt"}, "")
     _text_or_texts(body.get("prompt"), "prompt", "user", collector)
     collector.text(body.get("suffix"), "suffix", "user")
 
 
 def _embeddings(body: dict, collector: Collector) -> None:
-    _check_keys(body, _PLAIN_KEYS | {"input"}, "")
+    check_keys(body, _PLAIN_KEYS | {"input"}, "")
     _text_or_texts(body.get("input"), "input", "user", collector)
+
+
+# Walkers by endpoint path suffix, in matching order (chat/completions before completions); Azure's format mounts
+# the same walkers under its own paths.
+ENDPOINT_WALKERS: dict[str, Walker] = {
+    "chat/completions": _chat,
+    "responses": _responses,
+    "completions": _completions,
+    "embeddings": _embeddings,
+}
 
 
 class OpenAIFormat(WireFormat):
     name = "openai"
-    endpoints = (
-        (re.compile(r"/chat/completions$"), _chat),
-        (re.compile(r"/responses$"), _responses),
-        (re.compile(r"/completions$"), _completions),
-        (re.compile(r"/embeddings$"), _embeddings),
-    )
+    endpoints = tuple((re.compile(rf"/{suffix}$"), walk) for suffix, walk in ENDPOINT_WALKERS.items())
 
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
-        message = f"{refusal.message} (request id {request_id})"
-        error = {"message": message, "type": refusal.kind, "param": None, "code": refusal.code}
+        error = {"message": with_request_id(refusal, request_id), "type": refusal.kind, "param": None,
+                 "code": refusal.code}
         return [("Content-Type", "application/json")], json_bytes({"error": error})

@@ -1,0 +1,134 @@
+"""The Anthropic Messages API: `/v1/messages` and `/v1/messages/count_tokens`, also the body of InvokeModel on Bedrock.
+
+Read: the top-level `system` (a string or text blocks), every message's content (a string or blocks: text,
+documents given as text, search results, thinking, tool-use input, tool results and the blocks inside them) and
+tool definitions. Images and binary documents are non-text parts. Errors take Anthropic's shape, which the
+`anthropic` SDK turns into `BadRequestError` (400), `ServiceUnavailableError` (503) and friends::
+
+    fmt = FORMATS["anthropic"]
+    fmt.extract("/v1/messages", {"model": "claude", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}]})
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..extract import Collector, UnknownShape, as_list, as_object
+from ..refusal import Refusal
+from . import WireFormat, check_keys, json_bytes, with_request_id
+
+# Top-level keys that carry no text the model reads; `anthropic_version` and `anthropic_beta` are how the same
+# body is sent to Bedrock's InvokeModel. `mcp_servers` is absent on purpose: the tools it brings are fetched by
+# the provider (unscannable here) and its entries hold authorization tokens that must not reach the scanner.
+_PLAIN_KEYS = frozenset(
+    """model max_tokens stream stop_sequences temperature top_k top_p metadata tool_choice thinking service_tier
+    container context_management inference_geo anthropic_version anthropic_beta""".split()
+)
+_BODY_KEYS = _PLAIN_KEYS | {"messages", "system", "tools", "output_format", "output_config"}
+_MESSAGE_KEYS = frozenset({"role", "content"})
+# Image and document source types holding bytes (inline, by URL or uploaded file): not text the scanner can read.
+_BINARY_SOURCES = frozenset({"base64", "url", "file"})
+
+
+def _source(block: dict, where: str, role: str | None, collector: Collector) -> None:
+    """An image or document `source`: plain text is scanned, nested content blocks are walked, bytes are not text."""
+    source = as_object(block.get("source"), f"{where}.source")
+    kind = source.get("type")
+    if kind == "text":
+        collector.text(source.get("data"), f"{where}.source.data", role)
+    elif kind == "content":
+        _content(source.get("content"), f"{where}.source.content", role, collector)
+    elif kind in _BINARY_SOURCES:
+        collector.binary(where)
+    else:
+        raise UnknownShape(f"{where}.source.type", f"source type {kind!r} is not known")
+
+
+def _block(block: Any, where: str, role: str | None, collector: Collector) -> None:
+    block = as_object(block, where)
+    kind = block.get("type")
+    if kind == "text":
+        collector.text(block.get("text"), f"{where}.text", role)
+        if block.get("citations") is not None:
+            # Cited passages are quoted back to the model in later turns.
+            collector.strings(block["citations"], f"{where}.citations", role)
+    elif kind == "image":
+        _source(block, where, role, collector)
+    elif kind == "document":
+        collector.text(block.get("title"), f"{where}.title", role)
+        collector.text(block.get("context"), f"{where}.context", role)
+        _source(block, where, role, collector)
+    elif kind == "search_result":
+        collector.text(block.get("title"), f"{where}.title", role)
+        collector.text(block.get("source"), f"{where}.source", role)
+        _content(block.get("content"), f"{where}.content", role, collector)
+    elif kind == "thinking":
+        collector.text(block.get("thinking"), f"{where}.thinking", role)
+    elif kind == "redacted_thinking":
+        # Encrypted by the provider and verified by it on return: no text a client could have written.
+        return
+    elif kind in ("tool_use", "server_tool_use"):
+        collector.text(block.get("name"), f"{where}.name", role)
+        collector.strings(block.get("input"), f"{where}.input", role)
+    elif kind == "tool_result":
+        content = block.get("content")
+        if isinstance(content, str) or content is None:
+            collector.text(content, f"{where}.content", "tool")
+        else:
+            _content(content, f"{where}.content", "tool", collector)
+    else:
+        raise UnknownShape(f"{where}.type", f"content block type {kind!r} is not known")
+
+
+def _content(content: Any, where: str, role: str | None, collector: Collector) -> None:
+    """A string, or a list of content blocks."""
+    if isinstance(content, str) or content is None:
+        collector.text(content, where, role)
+        return
+    for index, block in enumerate(as_list(content, where)):
+        _block(block, f"{where}[{index}]", role, collector)
+
+
+def messages(body: dict, collector: Collector) -> None:
+    """The Messages API body (also count_tokens, and Anthropic bodies on Bedrock InvokeModel)."""
+    check_keys(body, _BODY_KEYS, "")
+    _content(body.get("system"), "system", "system", collector)
+    for index, message in enumerate(as_list(body.get("messages"), "messages")):
+        where = f"messages[{index}]"
+        message = as_object(message, where)
+        check_keys(message, _MESSAGE_KEYS, f"{where}.")
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise UnknownShape(f"{where}.role", "every message needs a role")
+        _content(message.get("content"), f"{where}.content", role, collector)
+    for index, tool in enumerate(as_list(body.get("tools") or [], "tools")):
+        # Names, descriptions and input schemas are all read by the model.
+        collector.strings(as_object(tool, f"tools[{index}]"), f"tools[{index}]", "tools")
+    for key in ("output_format", "output_config"):
+        if body.get(key) is not None:
+            collector.strings(body[key], key, "response_format")
+
+
+def error_payload(refusal: Refusal, request_id: str) -> dict:
+    """Anthropic's error envelope; `details.error_code` is what the SDK exposes as `error.error_code`."""
+    # 529 is Anthropic's own "overloaded"; every other status keeps the shared kind table.
+    kind = "overloaded_error" if refusal.status == 529 else refusal.kind
+    return {
+        "type": "error",
+        "error": {"type": kind, "message": with_request_id(refusal, request_id),
+                  "details": {"error_code": refusal.code}},
+        "request_id": request_id,
+    }
+
+
+class AnthropicFormat(WireFormat):
+    name = "anthropic"
+    endpoints = (
+        (re.compile(r"/v1/messages(/count_tokens)?$"), messages),
+    )
+
+    def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
+        # `request-id` is the header the SDK reads into `error.request_id`.
+        headers = [("Content-Type", "application/json"), ("request-id", request_id)]
+        return headers, json_bytes(error_payload(refusal, request_id))

@@ -1,0 +1,218 @@
+"""Amazon Bedrock Runtime: Converse and ConverseStream, and InvokeModel (plain and streamed) for Anthropic models.
+
+Read: `system` blocks, every message's content blocks (text, tool-use input, tool results with their text and
+JSON, reasoning text, citations, search results, guard content, text documents), tool specifications, prompt
+variables, output schemas and the free-form `additionalModelRequestFields`. Images, video, audio and binary
+documents are non-text parts. InvokeModel bodies of Anthropic models (`anthropic.*`, or an inference profile such
+as `us.anthropic.*`) are read by the anthropic format's walker; other models' InvokeModel bodies are refused.
+
+Clients sign their requests for the gateway's host, so the client's SigV4 headers are dropped and the request is
+signed again with the gateway's own AWS credentials (botocore's default chain: environment, config files, role)
+for the route's `region` (or the region in the upstream host name). Needs the `aws` extra (botocore). Errors carry
+`x-amzn-ErrorType`, so botocore raises `ClientError` with code `ValidationException` and our message::
+
+    fmt = FORMATS["bedrock"]
+    fmt.extract("/model/amazon.nova-lite-v1:0/converse", {"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import TYPE_CHECKING, Any, Mapping
+from urllib.parse import urlsplit
+
+from ..extract import Collector, UnknownShape, as_list, as_object
+from ..refusal import Refusal
+from . import WireFormat, check_keys, json_bytes, only_key, with_request_id
+from .anthropic import messages as anthropic_messages
+
+if TYPE_CHECKING:
+    from ..config import Route
+
+# Bedrock's error types by status, as botocore names them in the bedrock-runtime service model.
+ERROR_TYPES = {
+    400: "ValidationException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    502: "ServiceUnavailableException",
+    503: "ServiceUnavailableException",
+    504: "ServiceUnavailableException",
+}
+# The client's signature covers the gateway's host: it is never forwarded, and the gateway signs anew.
+CLIENT_SIGNATURE_HEADERS = frozenset({"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"})
+SIGNING_SERVICE = "bedrock"
+_REGION_IN_HOST = re.compile(r"^bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com$")
+
+_CONVERSE_KEYS = frozenset(
+    """messages system inferenceConfig toolConfig guardrailConfig projectIdentifier additionalModelRequestFields
+    promptVariables additionalModelResponseFieldPaths requestMetadata performanceConfig serviceTier
+    outputConfig""".split()
+)
+_BLOCK_KINDS = frozenset(
+    """text image document video audio toolUse toolResult guardContent cachePoint reasoningContent
+    citationsContent searchResult toolAddition toolRemoval json""".split()
+)
+_MEDIA_KINDS = frozenset({"image", "video", "audio"})
+
+
+def _document(document: Any, where: str, role: str | None, collector: Collector) -> None:
+    document = as_object(document, where)
+    collector.text(document.get("name"), f"{where}.name", role)
+    collector.text(document.get("context"), f"{where}.context", role)
+    source = as_object(document.get("source"), f"{where}.source")
+    if "text" in source:
+        collector.text(source["text"], f"{where}.source.text", role)
+    elif "content" in source:
+        for index, item in enumerate(as_list(source["content"], f"{where}.source.content")):
+            collector.text(as_object(item, f"{where}.source.content[{index}]").get("text"),
+                           f"{where}.source.content[{index}].text", role)
+    else:
+        collector.binary(where)
+
+
+def _text_items(items: Any, where: str, role: str | None, collector: Collector) -> None:
+    """A list of `{"text": ...}` objects (search-result and citation content)."""
+    for index, item in enumerate(as_list(items or [], where)):
+        collector.text(as_object(item, f"{where}[{index}]").get("text"), f"{where}[{index}].text", role)
+
+
+def _block(block: Any, where: str, role: str | None, collector: Collector) -> None:
+    """One content block: a union object whose single key says what it holds."""
+    block = as_object(block, where)
+    kind = only_key(block, _BLOCK_KINDS, where)
+    value = block[kind]
+    at = f"{where}.{kind}"
+    if kind == "text":
+        collector.text(value, at, role)
+    elif kind in _MEDIA_KINDS:
+        collector.binary(at)
+    elif kind == "document":
+        _document(value, at, role, collector)
+    elif kind == "toolUse":
+        value = as_object(value, at)
+        collector.text(value.get("name"), f"{at}.name", role)
+        collector.strings(value.get("input"), f"{at}.input", role)
+    elif kind == "toolResult":
+        for index, item in enumerate(as_list(as_object(value, at).get("content") or [], f"{at}.content")):
+            _block(item, f"{at}.content[{index}]", "tool", collector)
+    elif kind == "json":
+        collector.strings(value, at, role)
+    elif kind == "guardContent":
+        guarded = as_object(value, at)
+        if "text" in guarded:
+            collector.text(as_object(guarded["text"], f"{at}.text").get("text"), f"{at}.text.text", role)
+        else:
+            collector.binary(at)
+    elif kind == "reasoningContent":
+        # redactedContent is encrypted by the provider and checked by it on return: no client-written text.
+        reasoning = as_object(as_object(value, at).get("reasoningText") or {}, f"{at}.reasoningText")
+        collector.text(reasoning.get("text"), f"{at}.reasoningText.text", role)
+    elif kind == "citationsContent":
+        value = as_object(value, at)
+        _text_items(value.get("content"), f"{at}.content", role, collector)
+        collector.strings(value.get("citations"), f"{at}.citations", role)
+    elif kind == "searchResult":
+        value = as_object(value, at)
+        collector.text(value.get("source"), f"{at}.source", role)
+        collector.text(value.get("title"), f"{at}.title", role)
+        _text_items(value.get("content"), f"{at}.content", role, collector)
+    elif kind in ("toolAddition", "toolRemoval"):
+        collector.strings(value, at, role)
+    # cachePoint marks a cache boundary and holds no text.
+
+
+def _converse(body: dict, collector: Collector) -> None:
+    check_keys(body, _CONVERSE_KEYS, "")
+    for index, block in enumerate(as_list(body.get("system") or [], "system")):
+        _block(block, f"system[{index}]", "system", collector)
+    for index, message in enumerate(as_list(body.get("messages") or [], "messages")):
+        where = f"messages[{index}]"
+        message = as_object(message, where)
+        check_keys(message, frozenset({"role", "content"}), f"{where}.")
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise UnknownShape(f"{where}.role", "every message needs a role")
+        for part, block in enumerate(as_list(message.get("content"), f"{where}.content")):
+            _block(block, f"{where}.content[{part}]", role, collector)
+    tools = as_object(body.get("toolConfig") or {}, "toolConfig").get("tools") or []
+    for index, tool in enumerate(as_list(tools, "toolConfig.tools")):
+        # Tool names, descriptions and input schemas are all read by the model.
+        collector.strings(as_object(tool, f"toolConfig.tools[{index}]"), f"toolConfig.tools[{index}]", "tools")
+    if body.get("promptVariables") is not None:
+        collector.strings(body["promptVariables"], "promptVariables", "user")
+    if body.get("outputConfig") is not None:
+        collector.strings(body["outputConfig"], "outputConfig", "response_format")
+    if body.get("additionalModelRequestFields") is not None:
+        # Free-form, model-specific fields: any string in them may reach the model.
+        collector.strings(body["additionalModelRequestFields"], "additionalModelRequestFields", "model_fields")
+
+
+class _Credentials:
+    """The gateway's AWS credentials from botocore's default chain, resolved once per process (refreshable
+    credentials renew themselves); a miss is not remembered, so credentials that appear later are used."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._credentials: Any = None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._credentials is None:
+                import botocore.session  # the aws extra: only Bedrock routes need it
+
+                self._credentials = botocore.session.get_session().get_credentials()
+            return self._credentials
+
+    def forget(self) -> None:
+        with self._lock:
+            self._credentials = None
+
+
+CREDENTIALS = _Credentials()
+
+
+def signing_region(route_region: str, url: str) -> str:
+    if route_region:
+        return route_region
+    match = _REGION_IN_HOST.match(urlsplit(url).hostname or "")
+    if not match:
+        raise Refusal(500, "gateway_misconfigured", "The gateway cannot tell which AWS region to sign for; the "
+                      "operator must set `region` in this Bedrock route.")
+    return match.group(1)
+
+
+class BedrockFormat(WireFormat):
+    name = "bedrock"
+    endpoints = (
+        (re.compile(r"^/model/[^/]+/(converse|converse-stream)$"), _converse),
+        (re.compile(r"^/model/(?:[a-z]+\.)?anthropic\.[^/]+/(invoke|invoke-with-response-stream)$"),
+         anthropic_messages),
+    )
+
+    def is_stream(self, path: str, body: Mapping[str, Any]) -> bool:
+        return path.endswith(("/converse-stream", "/invoke-with-response-stream"))
+
+    def upstream_headers(self, route: "Route", method: str, url: str, headers: dict[str, str],
+                         body: bytes) -> dict[str, str]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        kept = {name: value for name, value in headers.items() if name.lower() not in CLIENT_SIGNATURE_HEADERS}
+        region = signing_region(route.region, url)
+        credentials = CREDENTIALS.get()
+        if credentials is None:
+            raise Refusal(500, "gateway_misconfigured", "The gateway has no AWS credentials to sign the request to "
+                          "Bedrock; the operator must give it some (environment, config file or instance role).")
+        request = AWSRequest(method=method, url=url, data=body, headers=kept)
+        SigV4Auth(credentials.get_frozen_credentials(), SIGNING_SERVICE, region).add_auth(request)
+        return dict(request.headers.items())
+
+    def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
+        kind = ERROR_TYPES.get(refusal.status, "ValidationException" if refusal.status < 500 else
+                               "InternalServerException")
+        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", kind),
+                   ("x-amzn-RequestId", request_id)]
+        return headers, json_bytes({"message": with_request_id(refusal, request_id)})

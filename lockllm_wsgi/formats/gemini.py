@@ -1,0 +1,171 @@
+"""The Gemini API (Google AI Studio): generateContent, streamGenerateContent, countTokens, embedContent and
+cachedContents, under /v1beta or /v1.
+
+Read: `systemInstruction` and every `contents[].parts[]` (text, function calls and responses, code and its
+output), tool declarations and `generationConfig` (response schemas describe fields to the model). Inline and
+file data are non-text parts. The API parses JSON as protobuf does, so `system_instruction` means the same as
+`systemInstruction`: both spellings are read, and a body that uses both for one field is refused, since the
+scanner and the provider could each pick a different one. Errors take Google's shape, which `google-genai`
+turns into `errors.ClientError` (4xx) or `errors.ServerError` (5xx)::
+
+    fmt = FORMATS["gemini"]
+    fmt.extract("/v1beta/models/gemini-2.5-flash:generateContent", {"contents": [{"parts": [{"text": "hi"}]}]})
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping
+
+from ..extract import Collector, UnknownShape, as_list, as_object
+from ..refusal import Refusal
+from . import WireFormat, json_bytes, only_key, with_request_id
+
+# google.rpc.Code names by HTTP status, as the Gemini API documents them in its error table.
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_PART_DATA = frozenset({"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
+                        "codeExecutionResult"})
+_PART_META = ("thought", "thoughtSignature", "videoMetadata", "mediaResolution", "partMetadata")
+_REQUEST_KEYS = ("model", "contents", "tools", "toolConfig", "safetySettings", "systemInstruction",
+                 "generationConfig", "cachedContent")
+_CACHE_KEYS = ("model", "contents", "tools", "toolConfig", "systemInstruction", "ttl", "expireTime",
+               "displayName", "name")
+_EMBED_KEYS = ("model", "content", "taskType", "title", "outputDimensionality")
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[A-Z]", lambda match: "_" + match.group().lower(), name)
+
+
+def fields(obj: Any, known: Iterable[str], where: str) -> dict[str, Any]:
+    """The object's fields under their camelCase names; unknown keys and a field spelt both ways are refused."""
+    obj = as_object(obj, where)
+    spellings = {spelling: name for name in known for spelling in (name, _snake(name))}
+    found: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = spellings.get(key)
+        if name is None:
+            raise UnknownShape(_join(where, key), "is not a field this gateway knows; it cannot be scanned")
+        if name in found:
+            raise UnknownShape(_join(where, key), f"is given twice, as {name} and {_snake(name)}; send one spelling")
+        found[name] = value
+    return found
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def _part(part: Any, where: str, role: str | None, collector: Collector) -> None:
+    values = fields(part, (*_PART_DATA, *_PART_META), where)
+    kind = only_key(values, _PART_DATA, where)
+    value = values[kind]
+    at = f"{where}.{kind}"
+    if kind == "text":
+        collector.text(value, at, role)
+    elif kind in ("inlineData", "fileData"):
+        collector.binary(at)
+    elif kind == "functionCall":
+        call = fields(value, ("id", "name", "args"), at)
+        collector.text(call.get("name"), f"{at}.name", role)
+        collector.strings(call.get("args"), f"{at}.args", role)
+    elif kind == "functionResponse":
+        response = fields(value, ("id", "name", "response", "parts", "willContinue", "scheduling"), at)
+        collector.text(response.get("name"), f"{at}.name", "tool")
+        collector.strings(response.get("response"), f"{at}.response", "tool")
+        for index, _ in enumerate(as_list(response.get("parts") or [], f"{at}.parts")):
+            collector.binary(f"{at}.parts[{index}]")  # function-response parts carry only inline or file data
+    elif kind == "executableCode":
+        collector.text(fields(value, ("language", "code"), at).get("code"), f"{at}.code", role)
+    else:  # codeExecutionResult
+        collector.text(fields(value, ("outcome", "output"), at).get("output"), f"{at}.output", "tool")
+
+
+def _contents(value: Any, where: str, collector: Collector, role: str | None = None) -> None:
+    """One Content: its parts, attributed to `role`, or when None to the content's own role (user by default)."""
+    content = fields(value, ("role", "parts"), where)
+    role = role or content.get("role") or "user"
+    for index, part in enumerate(as_list(content.get("parts") or [], _join(where, "parts"))):
+        _part(part, f"{_join(where, 'parts')}[{index}]", role, collector)
+
+
+def _request(body: Mapping[str, Any], where: str, collector: Collector) -> None:
+    """The parts of a generate request (also of a cached content) the model reads."""
+    if body.get("systemInstruction") is not None:
+        _contents(body["systemInstruction"], _join(where, "systemInstruction"), collector, role="system")
+    for index, content in enumerate(as_list(body.get("contents") or [], _join(where, "contents"))):
+        _contents(content, f"{_join(where, 'contents')}[{index}]", collector)
+    for index, tool in enumerate(as_list(body.get("tools") or [], _join(where, "tools"))):
+        # Function names, descriptions and parameter schemas are all read by the model.
+        collector.strings(as_object(tool, f"{_join(where, 'tools')}[{index}]"), f"{_join(where, 'tools')}[{index}]",
+                          "tools")
+    if body.get("generationConfig") is not None:
+        collector.strings(body["generationConfig"], _join(where, "generationConfig"), "response_format")
+
+
+def _generate(body: dict, collector: Collector) -> None:
+    _request(fields(body, _REQUEST_KEYS, ""), "", collector)
+
+
+def _count_tokens(body: dict, collector: Collector) -> None:
+    values = fields(body, ("contents", "generateContentRequest"), "")
+    _request(values, "", collector)
+    if values.get("generateContentRequest") is not None:
+        nested = fields(values["generateContentRequest"], _REQUEST_KEYS, "generateContentRequest")
+        _request(nested, "generateContentRequest", collector)
+
+
+def _cached_content(body: dict, collector: Collector) -> None:
+    _request(fields(body, _CACHE_KEYS, ""), "", collector)
+
+
+def _embed(body: Any, where: str, collector: Collector) -> None:
+    values = fields(body, _EMBED_KEYS, where)
+    collector.text(values.get("title"), _join(where, "title"), "user")
+    _contents(values.get("content"), _join(where, "content"), collector, role="user")
+
+
+def _embed_one(body: dict, collector: Collector) -> None:
+    _embed(body, "", collector)
+
+
+def _embed_batch(body: dict, collector: Collector) -> None:
+    for index, request in enumerate(as_list(fields(body, ("requests",), "").get("requests"), "requests")):
+        _embed(request, f"requests[{index}]", collector)
+
+
+class GeminiFormat(WireFormat):
+    name = "gemini"
+    endpoints = (
+        (re.compile(r"^/v1(beta)?/(tunedModels|models)/[^/]+:(generateContent|streamGenerateContent)$"), _generate),
+        (re.compile(r"^/v1(beta)?/models/[^/]+:countTokens$"), _count_tokens),
+        (re.compile(r"^/v1(beta)?/models/[^/]+:embedContent$"), _embed_one),
+        (re.compile(r"^/v1(beta)?/models/[^/]+:batchEmbedContents$"), _embed_batch),
+        (re.compile(r"^/v1(beta)?/cachedContents$"), _cached_content),
+    )
+
+    def is_stream(self, path: str, body: Mapping[str, Any]) -> bool:
+        return path.endswith(":streamGenerateContent")
+
+    def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
+        status = STATUS_NAMES.get(refusal.status, "INVALID_ARGUMENT" if refusal.status < 500 else "INTERNAL")
+        error = {
+            "code": refusal.status,
+            "message": with_request_id(refusal, request_id),
+            "status": status,
+            # ErrorInfo is how Google APIs give a machine-readable reason beside the message.
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": refusal.code.upper(),
+                         "domain": "lockllm-wsgi", "metadata": {"request_id": request_id}}],
+        }
+        return [("Content-Type", "application/json")], json_bytes({"error": error})
