@@ -156,13 +156,11 @@ class GatewayApp:
         decision = decide(verdicts, units, self.settings.policy, role)
         record.update(decision=decision.action, score=decision.score, threshold=decision.threshold,
                       trigger=decision.trigger, role=role)
-        for verdict, unit in zip(verdicts, units):
-            if decision.trigger is not None and unit.segment.where == decision.trigger:
-                text = unit.segment.text
-                record.update(prompt_sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
-                              prompt_chars=len(text), scanner_request_id=verdict.scanner_request_id)
-                record[PROMPT_KEY] = text  # for the audit file only when log_prompts = on; never the request log
-                break
+        if decision.trigger_index is not None:
+            text = units[decision.trigger_index].segment.text
+            record.update(prompt_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), prompt_chars=len(text),
+                          scanner_request_id=verdicts[decision.trigger_index].scanner_request_id)
+            record[PROMPT_KEY] = text  # for the audit file only when log_prompts = on; never the request log
         if not decision.relay:
             raise Refusal(self.settings.policy.block_status, "prompt_injection_detected",
                           f"The request was blocked: the text at {decision.trigger} looks like a prompt injection "

@@ -154,32 +154,28 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return convert
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be a number above 0, not {text!r}")
-    return value
+
+def _bounded(kind: Callable[[str], float], accept: Callable[[float], bool], requirement: str) -> Callable[[str], float]:
+    """A converter to int or float that also checks the range, saying what it needs when the text does not fit."""
+
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"must be {requirement}, not {text!r}") from None
+        if not accept(value):
+            raise ValueError(f"must be {requirement}, not {text!r}")
+        return value
+
+    return convert
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"must be a whole number of 0 or more, not {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"must be a whole number above 0, not {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"must be a score from 0 to 1, not {text!r}")
-    return value
+_positive_float = _bounded(float, lambda value: value > 0, "a number above 0")
+_count = _bounded(int, lambda value: value >= 0, "a whole number of 0 or more")
+_positive_int = _bounded(int, lambda value: value > 0, "a whole number above 0")
+_fraction = _bounded(float, lambda value: 0.0 <= value <= 1.0, "a score from 0 to 1")
+_block_status = _bounded(int, lambda value: 400 <= value <= 499, "a 4xx status")
+_rate = _bounded(float, lambda value: value >= 0, "0 (off) or a number of requests above 0")
 
 
 def _http_url(text: str) -> str:
@@ -251,20 +247,6 @@ def _ops_path(text: str) -> str:
     value = _prefix(text)
     if not value:
         raise ValueError(f"must be a path below /, such as /metrics, not {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"must be 0 (off) or a number of requests above 0, not {text!r}")
-    return value
-
-
-def _block_status(text: str) -> int:
-    value = int(text)
-    if not 400 <= value <= 499:
-        raise ValueError(f"must be a 4xx status, not {text!r}")
     return value
 
 

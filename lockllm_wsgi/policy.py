@@ -21,6 +21,7 @@ class Decision:
     threshold: float
     trigger: str | None = None  # where the unsafe text was (field path), for logs and the error message
     trigger_role: str | None = None
+    trigger_index: int | None = None  # which verdict and unit
 
     @property
     def relay(self) -> bool:
@@ -38,8 +39,8 @@ def decide(verdicts: Sequence[Verdict], units: Sequence[ScanUnit], policy: Polic
     threshold = policy.thresholds.get(role, policy.threshold) if role else policy.threshold
     scores = [verdict.score for verdict in verdicts if verdict.score is not None]
     top = max(scores) if scores else None
-    for verdict, unit in zip(verdicts, units):
+    for index, (verdict, unit) in enumerate(zip(verdicts, units)):
         if is_unsafe(verdict, threshold):
             action = "block" if policy.action == "block" else "monitor"
-            return Decision(action, top, threshold, unit.segment.where, unit.segment.role)
+            return Decision(action, top, threshold, unit.segment.where, unit.segment.role, index)
     return Decision("allow", top, threshold)

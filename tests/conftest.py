@@ -38,13 +38,17 @@ def scanner_verdict(request: Request) -> Response:
     }), content_type="application/json")
 
 
-@pytest.fixture(scope="session")
-def provider_server():
+def _fake_server():
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     yield server
     server.clear()
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def provider_server():
+    yield from _fake_server()
 
 
 @pytest.fixture
@@ -56,11 +60,7 @@ def provider(provider_server):
 
 @pytest.fixture(scope="session")
 def scanner_server():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
+    yield from _fake_server()
 
 
 @pytest.fixture
