@@ -121,6 +121,7 @@ class GatewayApp:
         document = parse_json(decode_body(raw, environ.get("HTTP_CONTENT_ENCODING", ""), limits.max_body_bytes),
                               limits.max_json_depth)
         collector = self._extract(fmt, path, document)
+        record["stream"] = fmt.is_stream(path, document)  # operators tell streamed calls apart in the log
         record["segments"] = len(collector.segments)
         record["non_text_parts"] = len(collector.non_text)
         if collector.non_text and self.settings.policy.non_text_parts == "block":
