@@ -7,14 +7,29 @@ conflicting framing headers, obs-fold, pipelined requests, absolute-form targets
 
 from __future__ import annotations
 
-import re
+import http.client
+import io
+import json
 import socket
 import ssl
 import time
 from urllib.parse import urlsplit
 
-_STATUS_LINE = re.compile(rb"(?:^|\r\n)HTTP/1\.[01] (\d{3}) ")
 
+
+class _Unclosable(io.BytesIO):
+    def close(self) -> None:  # HTTPResponse closes its file after each response; the next one follows
+        pass
+
+
+class _Replay:
+    """What http.client.HTTPResponse reads from: one buffer shared by consecutive responses."""
+
+    def __init__(self, data: bytes) -> None:
+        self.file = _Unclosable(data)
+
+    def makefile(self, *_args, **_kwargs) -> io.BytesIO:
+        return self.file
 
 def connect(base: str, ca_file: str | None, timeout: float = 15) -> socket.socket:
     """A connected socket to the gateway at `base` (http:// or https://)."""
@@ -53,9 +68,34 @@ def exchange(base: str, ca_file: str | None, raw: bytes, timeout: float = 15) ->
     return received
 
 
+def responses(received: bytes) -> list[tuple[int, bytes]]:
+    """(status, body) of every response in `received`, in order, framed as HTTP/1.1 frames them."""
+    replay, out = _Replay(received), []
+    while replay.file.tell() < len(received):
+        response = http.client.HTTPResponse(replay)  # type: ignore[arg-type]
+        try:
+            response.begin()
+            body = response.read()
+        except (http.client.HTTPException, ValueError):
+            break  # a partial response: the server cut it
+        out.append((response.status, body))
+    return out
+
+
 def statuses(received: bytes) -> list[int]:
     """The status codes of every response in `received`, in order."""
-    return [int(code) for code in _STATUS_LINE.findall(received)]
+    return [status for status, _ in responses(received)]
+
+
+def error_codes(received: bytes) -> list[str | None]:
+    """The `error.code` of every JSON error response (None for others), in order."""
+    codes = []
+    for _, body in responses(received):
+        try:
+            codes.append(json.loads(body)["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            codes.append(None)
+    return codes
 
 
 def request(method: str, target: str, headers: list[tuple[str, str]] | list[str], body: bytes = b"") -> bytes:
