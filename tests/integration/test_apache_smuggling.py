@@ -4,12 +4,14 @@ the scanner judged, on the path and upstream the configuration names, and never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 
 from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
 from conftest import ATTACK, scans, write_config
-from raw_http import authority, chunked, error_codes, exchange, mount, request, statuses
+from raw_http import authority, chunked, connect, error_codes, exchange, mount, request, statuses
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
@@ -175,20 +177,27 @@ def test_smuggling_attempt_never_relays_unscanned_text(gateway, scanner, relayin
         assert any(ATTACK in scan["input"] for scan in scans(scanner))
 
 
-@pytest.mark.parametrize("size_hex, status", [
-    pytest.param(b"10000000000000001", 413, id="chunk-size-overflow"),
-    pytest.param(b"zz", 400, id="chunk-size-not-hex"),
+def _broken_chunk(size_hex: bytes):
+    return lambda hidden: size_hex + b"\r\n" + hidden + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("body, status", [
+    pytest.param(_broken_chunk(b"10000000000000001"), 413, id="chunk-size-overflow"),
+    pytest.param(_broken_chunk(b"zz"), 400, id="chunk-size-not-hex"),
+    # The gateway's own cap is max_body_bytes (10 MiB here); Apache's LimitRequestBody is 1 MiB above it.
+    pytest.param(lambda hidden: chunked(hidden + b" " * (12 << 20), 1 << 16), 413, id="chunked-over-apache-limit"),
 ])
-def test_broken_chunk_size_is_refused_before_any_scan(gateway, scanner, relaying, size_hex, status):
+def test_body_apache_refuses_mid_read_never_reaches_the_scanner(gateway, scanner, relaying, body, status):
     parts = _pieces(gateway.base)
     raw = request("POST", parts["path"], parts["head"] + [("Transfer-Encoding", "chunked"), ("Connection", "close")],
-                  size_hex + b"\r\n" + parts["hidden"] + b"\r\n0\r\n\r\n")
-    answer = exchange(gateway.base, gateway.ca_file, raw, timeout=10)
+                  body(parts["hidden"]))
+    answer = exchange(gateway.base, gateway.ca_file, raw, timeout=20)
     assert statuses(answer) == [status]
     assert scanner.log == [] and relaying.log == []
     if b"500 Internal Server Error" in answer:
-        # mod_wsgi follows Apache's error page (our JSON 413 ErrorDocument) with its own 500 page, in one
-        # text/html body: the SDK cannot read the error. Apache/mod_wsgi, not the gateway (docs/lifecycle.md).
+        # mod_wsgi follows Apache's error page (for 413 our JSON ErrorDocument) with its own 500 page, in one
+        # text/html body: the SDK gets the status but cannot read the error. Apache/mod_wsgi, not the gateway
+        # (docs/lifecycle.md).
         pytest.xfail("Apache's error document is followed by mod_wsgi's 500 page in the same body")
 
 
@@ -238,3 +247,38 @@ def test_path_and_host_tricks_never_reach_another_upstream_or_skip_the_scan(
     relayed = assert_provider_saw_only_scanned_text(scanner, relaying)
     assert [received.path for received, _ in relaying.log] == ([provider_path] if provider_path else [])
     assert len(relayed) == (1 if provider_path else 0)
+
+
+
+def _truncated_content_length(parts: dict) -> bytes:
+    body = parts["first"]
+    return request("POST", parts["path"], parts["head"] + [("Content-Length", str(len(body) + 100))], body)
+
+
+def _broken_chunked(parts: dict) -> bytes:
+    return request("POST", parts["path"], parts["head"] + [("Transfer-Encoding", "chunked"), ("Connection", "close")],
+                   _broken_chunk(b"zz")(parts["first"]))
+
+
+@pytest.mark.parametrize("build, hang_up", [
+    pytest.param(_broken_chunked, False, id="broken-chunk"),
+    pytest.param(_truncated_content_length, True, id="client-gone-before-content-length"),
+])
+def test_body_read_error_is_a_logged_refusal_not_a_crash(gateway, scanner, relaying, build, hang_up):
+    """When Apache cannot read the body to its end, the gateway's read fails: that is the client's doing, so a
+    400 refusal (incomplete_body), counted and logged like every request, never an unhandled exception."""
+    log_start = len(gateway.log_text())
+    with connect(gateway.base, gateway.ca_file) as connection:
+        connection.sendall(build(_pieces(gateway.base)))
+        if hang_up:
+            connection.shutdown(socket.SHUT_WR)  # the client goes away before the bytes it promised
+        with contextlib.suppress(OSError):
+            while connection.recv(65536):
+                pass
+    deadline = time.monotonic() + 10
+    while '"code": "incomplete_body"' not in gateway.log_text()[log_start:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    tail = gateway.log_text()[log_start:]
+    assert "Traceback" not in tail, tail[-3000:]
+    assert '"code": "incomplete_body"' in tail
+    assert scanner.log == [] and relaying.log == []
