@@ -12,7 +12,8 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -130,7 +131,7 @@ def lifecycle_site(scanner_server, provider_server):
     provider = FiniteStreamProvider()
     cache = worker_owned_folder(os.path.join(root, "cache"))
     config = write_config(
-        __import__("pathlib").Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
+        Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
         extra=f"[route:stream]\nprefix = /stream\nupstream = {provider.url}\nformat = openai\n",
         scanner_extra=f"cache = sqlite:///{cache}/verdicts.sqlite\n")
     yield root, config, provider
@@ -144,7 +145,8 @@ def _pid_file(gateway, root: str) -> str:
 
 
 def _after_restart(gateway, restarted: float) -> list[tuple[float, object]]:
-    """Poll with new requests until the app answers (its 404), then three more; (seconds, status or error)."""
+    """Poll with new requests until the app answers (its 404), then three more: (seconds, status or error, and
+    for any other answer its error code: Apache's own refusals carry ours, from lockllm-errors.conf)."""
     answers: list[tuple[float, object]] = []
     served = 0
     while served < 4 and time.monotonic() - restarted < 20:
@@ -152,7 +154,10 @@ def _after_restart(gateway, restarted: float) -> list[tuple[float, object]]:
             answer = requests.get(f"{gateway.base}/not-a-route", verify=gateway.verify, timeout=10)
             outcome: object = answer.status_code
             if answer.status_code != 404:
-                outcome = f"{answer.status_code} {answer.headers.get('content-type')}"
+                try:
+                    outcome = (answer.status_code, answer.json()["error"]["code"])
+                except (ValueError, KeyError, TypeError):
+                    outcome = (answer.status_code, answer.text[:80])
         except requests.RequestException as error:
             outcome = type(error).__name__
         answers.append((round(time.monotonic() - restarted, 2), outcome))
@@ -194,5 +199,25 @@ def test_graceful_restart_during_open_streams(server, lifecycle_site, scanner):
     assert long.status == 200 and 0 < long.events < plan["long"] and not long.done, long
     assert plan["long"] in provider.cut  # the provider connection was closed, not left streaming
     assert after[-4:] and all(status == 404 for _, status in after[-4:]), after  # served again
+    # While the daemons restart, Apache may refuse a request itself (502, 503): in the JSON shape SDKs read.
+    refusals = (404, (502, "gateway_unavailable"), (503, "gateway_unavailable"))
+    assert all(status in refusals for _, status in after), after
     assert after[-1][0] < 15
     assert short.request_id in log  # a request that finished is logged; the cut one may not be
+
+
+def test_the_apps_own_503_passes_through_apaches_error_document(lifecycle_site, scanner_server, provider_server):
+    """The 503 ErrorDocument is for Apache's own refusals only: the gateway's scanner_unavailable is unchanged."""
+    root, _, _ = lifecycle_site
+    dead = socket.create_server(("127.0.0.1", 0))
+    dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/v1/scan"
+    dead.close()
+    folder = os.path.join(root, "dead-scanner")
+    os.makedirs(folder, mode=0o755)
+    config = write_config(Path(folder), dead_url, provider_server.url_for("").rstrip("/"),
+                          scanner_extra="timeout = 1\nretries = 0\n")
+    with running_express(config, folder) as gateway:
+        answer = requests.post(f"{gateway.base}/openai/v1/chat/completions", timeout=20,
+                               json={"model": "m", "messages": [{"role": "user", "content": "hello"}]})
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "scanner_unavailable"
