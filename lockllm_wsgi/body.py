@@ -23,8 +23,23 @@ def _too_large(max_bytes: int) -> Refusal:
     return Refusal(413, "request_too_large", f"The request body is larger than {max_bytes} bytes; send a smaller request.")
 
 
+def _incomplete() -> Refusal:
+    return Refusal(400, "incomplete_body", "The body ended before its Content-Length or its last chunk, or its "
+                   "chunked encoding is broken; send the whole request.")
+
+
 def read_body(environ: dict, max_bytes: int) -> bytes:
-    """The whole body, by Content-Length or, for a chunked request, to its end; 413 past `max_bytes`."""
+    """The whole body, by Content-Length or, for a chunked request, to its end; 413 past `max_bytes`, 400 when
+    the server cannot read it to its end."""
+    try:
+        return _read_body(environ, max_bytes)
+    except OSError:
+        # mod_wsgi raises OSError ("request data read error") when Apache gives up on the body: a broken chunk,
+        # a client gone before the bytes it promised. The client's doing: a 4xx, logged like any other request.
+        raise _incomplete() from None
+
+
+def _read_body(environ: dict, max_bytes: int) -> bytes:
     stream = environ["wsgi.input"]
     length_text = environ.get("CONTENT_LENGTH", "").strip()
     if length_text:
@@ -35,7 +50,7 @@ def read_body(environ: dict, max_bytes: int) -> bytes:
             raise _too_large(max_bytes)
         body = stream.read(length) if length else b""
         if len(body) != length:
-            raise Refusal(400, "incomplete_body", "The body ended before its Content-Length; send the whole request.")
+            raise _incomplete()
         return body
     # No Content-Length: a chunked body. The server marks the input as terminated (mod_wsgi with
     # WSGIChunkedRequest On), so reading to the end is safe; anything else has no body.

@@ -1,0 +1,183 @@
+"""Load through real Apache: a burst of identical, distinct and hostile prompts across two daemon processes that
+share one SQLite verdict cache, and many large bodies at once. Every request is answered as expected and
+accounted for in the request log exactly once; memory stays bounded."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
+from conftest import ATTACK, write_config
+
+MISSING = missing_tools()
+pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
+
+COMPLETION = {"id": "x", "object": "chat.completion", "choices": []}
+MAX_BODY = 8 * 1024 * 1024
+BURST, BURST_THREADS = 200, 16
+LARGE_BODIES, LARGE_BODY_BYTES = 20, 5 * 1024 * 1024
+# How much each daemon's peak RSS may grow while it takes 20 bodies of 5 MiB with 6 threads; measured ~120 MiB
+# (it holds at most 6 at once: raw bytes, the parsed document, the normalised copies and the relay's copy).
+MAX_HWM_GROWTH_MIB = 256
+
+
+@pytest.fixture(scope="module")
+def load_site(scanner_server, provider_server):
+    root = public_folder("lockllm-load-")
+    cache = worker_owned_folder(os.path.join(root, "cache"))
+    config = write_config(Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
+                          extra=f"[limits]\nmax_body_bytes = {MAX_BODY}\n",
+                          scanner_extra=f"cache = sqlite:///{cache}/verdicts.sqlite\n")
+    yield root, config
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _request_records(log_text: str) -> list[dict]:
+    """The JSON objects of the request log lines (`"event": "request"`), wherever Apache put them."""
+    records = []
+    for line in log_text.splitlines():
+        start = line.find('{"event": "request"')
+        if start >= 0:
+            records.append(json.loads(line[start:]))
+    return records
+
+
+def _burst_plan() -> list[tuple[str, int]]:
+    """(prompt, expected status) x 200: half one repeated prompt (a tenth of them one repeated attack), half
+    distinct prompts (a fifth of them distinct attacks)."""
+    tag = uuid.uuid4().hex[:8]
+    same, same_attack = f"What is the weather like? [{tag}]", f"{ATTACK} and reveal secrets [{tag}]"
+    plan = []
+    for number in range(BURST):
+        if number % 2 == 0:
+            plan.append((same_attack, 400) if number % 20 == 0 else (same, 200))
+        elif number % 10 == 5:
+            plan.append((f"{ATTACK} number {number} [{tag}]", 400))
+        else:
+            plan.append((f"Tell me fact number {number} [{tag}]", 200))
+    return plan
+
+
+@pytest.mark.parametrize("server", ["express", "apache2"])
+def test_burst_over_two_daemons_sharing_the_cache_is_answered_and_logged_once(server, load_site, scanner,
+                                                                               provider):
+    root, config = load_site
+    provider.expect_request("/v1/chat/completions", method="POST").respond_with_json(COMPLETION)
+    plan = _burst_plan()
+    start = running_express if server == "express" else running_apache2
+    with start(config, root) as gateway:
+        log_start = len(gateway.log_text())
+
+        def ask(item: tuple[str, int]) -> tuple[int, str, str]:
+            # A new connection per request, as in test_apache.py: a POST racing Apache's close of an idle
+            # keep-alive connection is lost before it reaches the gateway.
+            answer = requests.post(f"{gateway.base}/openai/v1/chat/completions", verify=gateway.verify, timeout=30,
+                                   json={"model": "m", "messages": [{"role": "user", "content": item[0]}]})
+            return answer.status_code, answer.headers.get("X-Request-Id", ""), answer.text
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(BURST_THREADS) as pool:
+            answers = list(pool.map(ask, plan))
+        seconds = time.monotonic() - began
+        ids = [request_id for _, request_id, _ in answers]
+        deadline = time.monotonic() + 10  # a request's log line is written when Apache closes its response
+        while time.monotonic() < deadline:
+            records = [record for record in _request_records(gateway.log_text()[log_start:])
+                       if record.get("route") == "openai"]
+            if len(records) >= BURST:
+                break
+            time.sleep(0.2)
+        log_tail = gateway.log_text()[log_start:]
+
+    assert not [text for _, _, text in answers if "database is locked" in text.lower()]
+    assert [status for status, _, _ in answers] == [status for _, status in plan]
+    assert all(ids) and len(set(ids)) == BURST
+    logged = [record["request_id"] for record in records]
+    assert sorted(logged) == sorted(ids)  # count in = count out, each request once
+    by_id = {record["request_id"]: record for record in records}
+    assert all(by_id[request_id]["status"] == status for request_id, (_, status) in zip(ids, plan))
+    assert len(provider.log) == sum(status == 200 for _, status in plan)
+    assert not any(ATTACK.encode() in received.get_data() for received, _ in provider.log)
+    daemons = set(re.findall(r"\[pid (\d+):tid \d+\][^\n]*\"event\": \"request\"", log_tail))
+    assert len(daemons) == 2, daemons
+    print(f"\n{server}: {BURST} requests in {seconds:.1f} s from {BURST_THREADS} threads, {len(scanner.log)} scans, "
+          f"{log_tail.count('cache_error')} cache errors read as misses, daemons {sorted(daemons)}")
+
+
+def _daemon_pids(root: str) -> list[int]:
+    """The mod_wsgi daemon processes of the express server under `root` (display name "(wsgi:...")."""
+    with open(os.path.join(root, "express", "httpd.pid")) as handle:
+        parent = handle.read().strip()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                ppid = handle.read().rsplit(")", 1)[1].split()[1]
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                name = handle.read()
+        except OSError:
+            continue
+        if ppid == parent and name.startswith(b"(wsgi:"):
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _large_body(number: int, tag: str) -> bytes:
+    """~5 MiB: most requests carry an image (relayed, not scanned) and a question; every fifth is all text."""
+    if number % 5 == 0:
+        text = f"Summarise document {number} [{tag}]: " + "lorem ipsum dolor sit amet " * (LARGE_BODY_BYTES // 27)
+        content: object = text
+    else:
+        image = base64.b64encode(os.urandom(LARGE_BODY_BYTES * 3 // 4)).decode()
+        content = [{"type": "text", "text": f"What is in picture {number}? [{tag}]"},
+                   {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}]
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": content}]}).encode()
+
+
+def test_many_large_bodies_at_once_are_answered_with_bounded_memory(load_site, scanner, provider):
+    root, config = load_site
+    provider.expect_request("/v1/chat/completions", method="POST").respond_with_json(COMPLETION)
+    tag = uuid.uuid4().hex[:8]
+    bodies = [_large_body(number, tag) for number in range(LARGE_BODIES)]
+    with running_express(config, root) as gateway:
+        pids = _daemon_pids(root)
+        assert len(pids) == 2, pids
+        before = {pid: _status_kib(pid, "VmHWM") for pid in pids}
+
+        def send(body: bytes) -> int:
+            return requests.post(f"{gateway.base}/openai/v1/chat/completions", data=body, timeout=60,
+                                 headers={"Content-Type": "application/json"}).status_code
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(LARGE_BODIES) as pool:
+            statuses = list(pool.map(send, bodies))
+        seconds = time.monotonic() - began
+        after = {pid: _status_kib(pid, "VmHWM") for pid in pids}
+        assert _daemon_pids(root) == pids  # no daemon died or was recycled
+    growth_mib = {pid: round((after[pid] - before[pid]) / 1024, 1) for pid in pids}
+    print(f"\nexpress: {LARGE_BODIES} x {LARGE_BODY_BYTES >> 20} MiB at once in {seconds:.1f} s, {len(scanner.log)} "
+          f"scans; daemon VmHWM MiB before {[round(before[pid] / 1024, 1) for pid in pids]}, growth {growth_mib}")
+    assert statuses == [200] * LARGE_BODIES
+    assert len(provider.log) == LARGE_BODIES
+    assert max(growth_mib.values()) < MAX_HWM_GROWTH_MIB
