@@ -86,6 +86,9 @@ CASES = [
     pytest.param(RESPONSES, responses({"role": "user", "content": [
         {"type": "input_file", "filename": "a.txt", "file_data": f"data:text/plain;base64,{B64}"}]}),
                  id="responses-text-file-data"),
+    # Remote MCP tools: fetched by the provider, and their headers must not go to the scanner.
+    pytest.param(RESPONSES, responses(tools=[{"type": "mcp", "server_label": "x", "server_url": "https://mcp.x/sse",
+                                              "headers": {"Authorization": "Bearer sk-mcp"}}]), id="responses-mcp-tool"),
     # Bedrock Converse.
     pytest.param(CONVERSE, converse({"document": {"name": "notes", "format": "txt", "source": {"bytes": B64}}}),
                  id="bedrock-txt-document-bytes"),
