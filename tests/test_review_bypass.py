@@ -75,6 +75,9 @@ CASES = [
                  id="chat-text-file-data"),
     pytest.param(CHAT, chat(user("hi"), web_search_options={"user_location": {
         "type": "approximate", "approximate": {"city": ATTACK}}}), id="chat-web-search-location"),
+    pytest.param(CHAT, chat(suffix=ATTACK), id="chat-suffix"),
+    pytest.param(CHAT, chat({"role": "assistant", "audio": {"id": "audio_1", "transcript": ATTACK}}),
+                 id="chat-audio-reference-with-transcript"),
     # OpenAI Responses.
     pytest.param(RESPONSES, responses({"type": "reasoning", "summary": [],
                                        "content": [{"type": "reasoning_text", "text": ATTACK}]}),

@@ -23,7 +23,7 @@ _PLAIN_KEYS = frozenset(
     frequency_penalty logit_bias logprobs top_logprobs user seed service_tier parallel_tool_calls store metadata
     reasoning_effort reasoning modalities audio web_search_options prompt_cache_key safety_identifier verbosity
     tool_choice function_call truncation include previous_response_id background max_output_tools max_tool_calls
-    max_output_tokens text_format echo best_of suffix encoding_format dimensions conversation""".split()
+    max_output_tokens text_format echo best_of encoding_format dimensions conversation""".split()
     # Sampling knobs of the OpenAI-compatible hosts in presets.py (Mistral, Together, vLLM, Ollama...).
     + "random_seed safe_prompt prompt_mode top_k min_p repetition_penalty".split()
 )
@@ -142,6 +142,8 @@ def _chat(body: dict, collector: Collector) -> None:
         collector.text(message.get("name"), f"{where}.name", role)
         _content(message.get("content"), f"{where}.content", role, collector)
         _id(message.get("tool_call_id"), f"{where}.tool_call_id", role, collector)
+        if message.get("audio") is not None:  # a reference to an earlier audio answer, nothing else
+            check_keys(as_object(message["audio"], f"{where}.audio"), frozenset({"id"}), f"{where}.audio.")
         collector.text(message.get("refusal"), f"{where}.refusal", role)
         if message.get("tool_calls") is not None:
             _tool_calls(message["tool_calls"], f"{where}.tool_calls", role, collector)
@@ -241,7 +243,8 @@ def _text_or_texts(value, where: str, role: str, collector: Collector) -> None:
 
 
 def _completions(body: dict, collector: Collector) -> None:
-    check_keys(body, _PLAIN_KEYS | {"prompt"}, "")
+    # `suffix` only here: anywhere else it is unknown, so no walker can leave it unread.
+    check_keys(body, _PLAIN_KEYS | {"prompt", "suffix"}, "")
     _text_or_texts(body.get("prompt"), "prompt", "user", collector)
     collector.text(body.get("suffix"), "suffix", "user")
 
