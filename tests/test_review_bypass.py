@@ -166,3 +166,22 @@ def test_an_injection_split_across_several_parts_is_seen_whole(make_gateway, sca
 def test_normalisation_keeps_ordinary_text_and_single_selectors():
     assert normalize_for_scan("caf\u00e9 \u2764\ufe0f \u8fbb\U000E0100") == "caf\u00e9 \u2764 \u8fbb"
     assert normalize_for_scan("\u0928\u093f\u0937\u094d") == "\u0928\u093f\u0937\u094d"  # Devanagari marks stay
+
+
+def test_deflate_with_any_zlib_header_is_read_as_zlib(gateway, provider):
+    """A zlib stream with a small window starts 0x68, not 0x78: read as raw deflate, the gateway would inflate
+    other bytes than an RFC 1950 provider (a stream can be crafted to be valid both ways)."""
+    import zlib
+
+    for wbits in (9, 12, 14, 15):
+        packer = zlib.compressobj(wbits=wbits)
+        data = packer.compress(json.dumps(chat()).encode()) + packer.flush()
+        response = Client(gateway.app).post(CHAT, data=data, content_type="application/json",
+                                            headers={"Content-Encoding": "deflate"})
+        assert response.status_code == 200, (wbits, response.get_data(as_text=True))
+    packer = zlib.compressobj(wbits=-15)
+    raw = packer.compress(json.dumps(chat(user(ATTACK))).encode()) + packer.flush()
+    response = Client(gateway.app).post(CHAT, data=raw, content_type="application/json",
+                                        headers={"Content-Encoding": "deflate"})
+    assert response.status_code == 400 and b"prompt_injection_detected" in response.get_data()
+    assert len(provider.log) == 4
