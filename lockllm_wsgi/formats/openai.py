@@ -1,8 +1,10 @@
 """The OpenAI wire format: chat completions, the Responses API, legacy completions and embeddings.
 
 Every role's messages are read (system, developer, user, assistant, tool), with content as a string or a list of
-parts, tool-call arguments, tool and response-schema descriptions; the Responses API's `instructions` and `input`
-items; legacy `prompt` strings. Token-id prompts are refused: they cannot be scanned as text. Errors take OpenAI's
+parts, participant names, tool-call names, arguments and ids (ids that are plain identifiers are not scanned),
+tool and response-schema descriptions, text files given inline (decoded); the Responses API's `instructions` and
+`input` items (reasoning summaries and reasoning text too); legacy `prompt` strings. Every object read has known
+keys only. Token-id prompts and remote MCP tools are refused: they cannot be scanned as text. Errors take OpenAI's
 shape, which `openai` turns into `BadRequestError` and friends::
 
     {"error": {"message": "...", "type": "invalid_request_error", "param": null, "code": "..."}}
