@@ -104,6 +104,7 @@ CASES = [
     pytest.param(GEMINI, gemini({"functionResponse": {"name": "f", "response": {},
                                                       "parts": [{"text": ATTACK}]}}),
                  id="gemini-function-response-part-text"),
+    pytest.param(GEMINI, gemini({"text": "ok", "partMetadata": {"note": ATTACK}}), id="gemini-part-metadata"),
     # Cohere v2.
     pytest.param(COHERE, {"model": "c", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "hi", "TEXT": ATTACK}]}]}, id="cohere-part-case-variant"),

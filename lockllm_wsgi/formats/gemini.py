@@ -82,6 +82,8 @@ def _part(part: Any, where: str, role: str | None, collector: Collector) -> None
     kind = only_key(values, _PART_DATA, where)
     value = values[kind]
     at = f"{where}.{kind}"
+    # Free-form metadata a client attaches to a part: not documented as prompt text, but cheap to be sure of.
+    collector.strings(values.get("partMetadata"), f"{where}.partMetadata", role)
     if kind == "text":
         collector.text(value, at, role)
     elif kind == "inlineData":
