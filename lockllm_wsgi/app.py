@@ -113,10 +113,14 @@ class GatewayApp:
         if method != "POST":
             raise Refusal(405, "method_not_allowed", f"{method} is not supported here; LLM APIs take POST.",
                           headers=(("Allow", "GET, HEAD, POST, DELETE, OPTIONS"),))
-        content_type, _ = parse_options_header(environ.get("CONTENT_TYPE", ""))
+        content_type, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
         if content_type != "application/json":
             raise Refusal(415, "unsupported_content_type",
                           f"The body must be application/json, not {content_type or 'unspecified'!r}.")
+        # The body is read as UTF-8; a provider honouring another charset (utf-7, latin-1) would read other text.
+        if options.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
+            raise Refusal(415, "unsupported_content_type",
+                          f"The body must be UTF-8 JSON, not charset {options['charset']!r}.")
         raw = read_body(environ, limits.max_body_bytes)
         document = parse_json(decode_body(raw, environ.get("HTTP_CONTENT_ENCODING", ""), limits.max_body_bytes),
                               limits.max_json_depth)

@@ -80,13 +80,20 @@ def decode_body(raw: bytes, content_encoding: str, max_bytes: int) -> bytes:
             415, "unsupported_content_encoding",
             f"Content-Encoding {content_encoding!r} is not supported; send the body plain, gzip or deflate (one layer).",
         )
-    # wbits 47 reads gzip or zlib headers; deflate without a zlib header (as some clients send) needs -15.
-    wbits = 47 if codings[0] != "deflate" or raw[:1] == b"\x78" else -15
+    # wbits 47 reads gzip or zlib headers; deflate without a zlib header (as some clients send) needs -15. Any
+    # valid zlib header (RFC 1950: not only 0x78, smaller windows too) is read as zlib, as a provider following
+    # the RFC reads it: guessing raw deflate there would scan other bytes than the provider inflates.
+    wbits = 47 if codings[0] != "deflate" or _zlib_header(raw) else -15
     try:
         inflated = _inflate(raw, wbits, max_bytes)
     except zlib.error:
         raise Refusal(400, "invalid_content_encoding", f"The body is not valid {codings[0]} data.") from None
     return inflated
+
+
+def _zlib_header(raw: bytes) -> bool:
+    return (len(raw) >= 2 and raw[0] & 0x0F == 8 and raw[0] >> 4 <= 7 and not raw[1] & 0x20
+            and (raw[0] << 8 | raw[1]) % 31 == 0)
 
 
 def _inflate(raw: bytes, wbits: int, max_bytes: int) -> bytes:

@@ -12,6 +12,9 @@ history reuses the cached verdicts of every unit it already sent::
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -60,6 +63,18 @@ class Collector:
     def binary(self, where: str) -> None:
         self.non_text.append(where)
 
+    def encoded_text(self, data: Any, where: str, role: str | None = None) -> None:
+        """A base64 text file (plain text, Markdown, CSV, HTML, JSON, code): the model reads it as text, so it is
+        decoded and scanned; data that is not base64 of UTF-8 is refused, since the provider might read it anyway."""
+        if not isinstance(data, str):
+            raise UnknownShape(where, f"expected base64 text, found {type(data).__name__}")
+        compact = re.sub(r"\s+", "", data).replace("-", "+").replace("_", "/")
+        try:
+            text = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True).decode("utf-8-sig")
+        except (binascii.Error, ValueError):
+            raise UnknownShape(where, "a text file must be base64 of UTF-8 text") from None
+        self.text(text, where, role)
+
 
 def iter_strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
     """Every string in a JSON value, keys included (a key is text the model reads too), with its path."""
@@ -72,6 +87,27 @@ def iter_strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from iter_strings(item, f"{where}[{index}]")
+
+
+# Media types of files a model reads as text (Gemini, OpenAI and Bedrock accept these as documents).
+_TEXT_MEDIA = frozenset(
+    """application/json application/xml application/yaml application/x-yaml application/javascript
+    application/x-javascript application/typescript application/x-typescript application/x-python
+    application/x-python-code application/x-sh application/sql application/rtf application/csv
+    application/x-ndjson application/jsonl application/ld+json application/xhtml+xml""".split()
+)
+_TEXT_EXTENSIONS = frozenset(
+    "txt text md markdown csv tsv json jsonl ndjson xml html htm yaml yml py js ts sh sql rtf log ini toml".split()
+)
+
+
+def is_text_media(media_type: Any) -> bool:
+    kind = media_type.split(";", 1)[0].strip().lower() if isinstance(media_type, str) else ""
+    return kind.startswith("text/") or kind in _TEXT_MEDIA or kind.endswith(("+json", "+xml"))
+
+
+def is_text_filename(filename: Any) -> bool:
+    return isinstance(filename, str) and filename.rsplit(".", 1)[-1].strip().lower() in _TEXT_EXTENSIONS
 
 
 def as_list(value: Any, where: str) -> list:
@@ -95,10 +131,12 @@ class ScanUnit:
 
 
 def scan_units(segments: list[Segment], context_chars: int = DEFAULT_CONTEXT_CHARS) -> list[ScanUnit]:
+    # The context is the tail of everything before the segment, not of one segment: an injection cut into many
+    # short parts (a model reads a message's parts as one text) is still seen whole within the context window.
     units = []
     previous = ""
     for segment in segments:
         context = previous[-context_chars:]
         units.append(ScanUnit(f"{context}\n{segment.text}" if context else segment.text, segment))
-        previous = segment.text
+        previous = f"{context}\n{segment.text}"[-context_chars:] if context else segment.text[-context_chars:]
     return units

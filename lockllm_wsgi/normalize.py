@@ -6,11 +6,13 @@ Only the scan copy changes; the bytes relayed to the provider are never touched:
 
 Unicode tag characters (U+E0020..U+E007E) are invisible but models read them as the ASCII they shadow, so they
 become that ASCII; zero-width, bidi and variation-selector characters split words for a classifier without changing
-what a model reads, so they are dropped; NFKC folds full-width and other compatibility forms.
+what a model reads, so they are dropped (a run of them hides bytes, which are decoded); NFKC folds full-width and
+other compatibility forms; control characters and generic combining marks on ASCII letters are dropped.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 _DROPPED = (
@@ -21,10 +23,28 @@ _DROPPED = (
     + list(range(0xFE00, 0xFE10))  # variation selectors
     + list(range(0xE0100, 0xE01F0))  # variation selectors supplement
     + [0xE0000, 0xE0001, 0xE007F]  # tag block controls (language tag, cancel tag)
+    # C0 and C1 control characters other than whitespace: nothing a model reads, but a NUL can cut a text short
+    # in a scanner written in C, and controls split words for a classifier.
+    + [code for code in range(0x00, 0x20) if chr(code) not in "\t\n\r\x0b\x0c"]
+    + list(range(0x7F, 0xA0))
 )
 _TRANSLATION = {code: None for code in _DROPPED}
 _TRANSLATION.update({0xE0000 + code: chr(code) for code in range(0x20, 0x7F)})
+# A run of variation selectors is not how any script uses them (one follows a base character): it is a byte
+# string hidden after an emoji, one selector a byte ("emoji smuggling"), which a model can decode when told how.
+_SELECTOR_RUN = re.compile("[\uFE00-\uFE0F\U000E0100-\U000E01EF]{2,}")
+# Generic combining marks (strike-through, "Zalgo" stacks) left on an ASCII letter after NFKC: models read the
+# letter through them, classifiers see broken words. Marks of other scripts, and accents NFKC composes, stay.
+_MARKS_ON_ASCII = re.compile("(?<=[\x00-\x7f])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+
+
+def _selector_bytes(match: re.Match) -> str:
+    data = bytes(ord(c) - 0xFE00 if ord(c) < 0x10000 else ord(c) - 0xE0100 + 16 for c in match.group())
+    return " " + data.decode("utf-8", "replace") + " "
 
 
 def normalize_for_scan(text: str) -> str:
-    return unicodedata.normalize("NFKC", text.translate(_TRANSLATION))
+    if text.isascii():
+        return text.translate(_TRANSLATION)
+    text = _SELECTOR_RUN.sub(_selector_bytes, text)
+    return _MARKS_ON_ASCII.sub("", unicodedata.normalize("NFKC", text.translate(_TRANSLATION)))

@@ -56,19 +56,27 @@ _BLOCK_KINDS = frozenset(
     citationsContent searchResult toolAddition toolRemoval json""".split()
 )
 _MEDIA_KINDS = frozenset({"image", "video", "audio"})
+# Document formats that are text: their bytes are what the model reads, so they are decoded and scanned.
+_TEXT_DOCUMENT_FORMATS = frozenset({"txt", "md", "csv", "html"})
 
 
 def _document(document: Any, where: str, role: str | None, collector: Collector) -> None:
     document = as_object(document, where)
+    check_keys(document, frozenset({"format", "name", "source", "context", "citations"}), f"{where}.")
     collector.text(document.get("name"), f"{where}.name", role)
     collector.text(document.get("context"), f"{where}.context", role)
     source = as_object(document.get("source"), f"{where}.source")
-    if "text" in source:
+    kind = only_key(source, frozenset({"bytes", "s3Location", "text", "content"}), f"{where}.source")
+    check_keys(source, frozenset({kind}), f"{where}.source.")
+    if kind == "text":
         collector.text(source["text"], f"{where}.source.text", role)
-    elif "content" in source:
+    elif kind == "content":
         for index, item in enumerate(as_list(source["content"], f"{where}.source.content")):
-            collector.text(as_object(item, f"{where}.source.content[{index}]").get("text"),
-                           f"{where}.source.content[{index}].text", role)
+            item = as_object(item, f"{where}.source.content[{index}]")
+            check_keys(item, frozenset({"text"}), f"{where}.source.content[{index}].")
+            collector.text(item.get("text"), f"{where}.source.content[{index}].text", role)
+    elif kind == "bytes" and str(document.get("format", "")).lower() in _TEXT_DOCUMENT_FORMATS:
+        collector.encoded_text(source["bytes"], f"{where}.source.bytes", role)
     else:
         collector.binary(where)
 
@@ -83,6 +91,8 @@ def _block(block: Any, where: str, role: str | None, collector: Collector) -> No
     """One content block: a union object whose single key says what it holds."""
     block = as_object(block, where)
     kind = only_key(block, _BLOCK_KINDS, where)
+    # A content block is a union: one member, nothing beside it (a second key is text nobody scanned).
+    check_keys(block, frozenset({kind}), f"{where}.")
     value = block[kind]
     at = f"{where}.{kind}"
     if kind == "text":
@@ -93,10 +103,13 @@ def _block(block: Any, where: str, role: str | None, collector: Collector) -> No
         _document(value, at, role, collector)
     elif kind == "toolUse":
         value = as_object(value, at)
+        check_keys(value, frozenset({"toolUseId", "name", "input", "type"}), f"{at}.")
         collector.text(value.get("name"), f"{at}.name", role)
         collector.strings(value.get("input"), f"{at}.input", role)
     elif kind == "toolResult":
-        for index, item in enumerate(as_list(as_object(value, at).get("content") or [], f"{at}.content")):
+        value = as_object(value, at)
+        check_keys(value, frozenset({"toolUseId", "content", "status", "type"}), f"{at}.")
+        for index, item in enumerate(as_list(value.get("content") or [], f"{at}.content")):
             _block(item, f"{at}.content[{index}]", "tool", collector)
     elif kind == "json":
         collector.strings(value, at, role)

@@ -66,6 +66,9 @@ def _v1_chat(body: dict, collector: Collector) -> None:
     _free_form(body, ("response_format",), "response_format", collector)
 
 
+_PART_FIELDS = {"text": "text", "thinking": "thinking", "document": "document", "image_url": "image_url"}
+
+
 def _content(content: Any, where: str, role: str, collector: Collector) -> None:
     """A v2 message's content: a string, or a list of typed parts."""
     if isinstance(content, str) or content is None:
@@ -75,6 +78,9 @@ def _content(content: Any, where: str, role: str, collector: Collector) -> None:
         at = f"{where}[{index}]"
         part = as_object(part, at)
         kind = part.get("type")
+        # Only the part's own field beside its type: any other key is text nobody scanned.
+        if kind in _PART_FIELDS:
+            check_keys(part, frozenset({"type", _PART_FIELDS[kind]}), f"{at}.")
         if kind == "text":
             collector.text(part.get("text"), f"{at}.text", role)
         elif kind == "thinking":
@@ -114,6 +120,7 @@ def _embed(body: dict, collector: Collector) -> None:
         collector.binary(f"images[{index}]")
     for index, item in enumerate(as_list(body.get("inputs") or [], "inputs")):
         where = f"inputs[{index}]"
+        check_keys(as_object(item, where), frozenset({"content"}), f"{where}.")
         _content(as_object(item, where).get("content"), f"{where}.content", "user", collector)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
-from ..extract import Collector, UnknownShape, as_list, as_object
+from ..extract import Collector, UnknownShape, as_list, as_object, is_text_media
 from ..refusal import Refusal
 from . import WireFormat, json_bytes, only_key, with_request_id
 
@@ -67,14 +67,28 @@ def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
 
+def _blob(value: Any, at: str, role: str | None, collector: Collector) -> None:
+    """Inline bytes: a text file (text/plain, Markdown, CSV, code...) is read by the model as text, so it is
+    decoded and scanned; images, audio, video and PDFs are non-text."""
+    blob = fields(value, ("mimeType", "data", "displayName"), at)
+    if is_text_media(blob.get("mimeType")):
+        collector.encoded_text(blob.get("data"), f"{at}.data", role)
+    else:
+        collector.binary(at)
+
+
 def _part(part: Any, where: str, role: str | None, collector: Collector) -> None:
     values = fields(part, (*_PART_DATA, *_PART_META), where)
     kind = only_key(values, _PART_DATA, where)
     value = values[kind]
     at = f"{where}.{kind}"
+    # Free-form metadata a client attaches to a part: not documented as prompt text, but cheap to be sure of.
+    collector.strings(values.get("partMetadata"), f"{where}.partMetadata", role)
     if kind == "text":
         collector.text(value, at, role)
-    elif kind in ("inlineData", "fileData"):
+    elif kind == "inlineData":
+        _blob(value, at, role, collector)
+    elif kind == "fileData":
         collector.binary(at)
     elif kind == "functionCall":
         call = fields(value, ("id", "name", "args"), at)
@@ -84,8 +98,15 @@ def _part(part: Any, where: str, role: str | None, collector: Collector) -> None
         response = fields(value, ("id", "name", "response", "parts", "willContinue", "scheduling"), at)
         collector.text(response.get("name"), f"{at}.name", "tool")
         collector.strings(response.get("response"), f"{at}.response", "tool")
-        for index, _ in enumerate(as_list(response.get("parts") or [], f"{at}.parts")):
-            collector.binary(f"{at}.parts[{index}]")  # function-response parts carry only inline or file data
+        for index, item in enumerate(as_list(response.get("parts") or [], f"{at}.parts")):
+            # Function-response parts carry only inline or file data; anything else (text) is refused.
+            item_at = f"{at}.parts[{index}]"
+            values = fields(item, ("inlineData", "fileData"), item_at)
+            data = only_key(values, frozenset({"inlineData", "fileData"}), item_at)
+            if data == "inlineData":
+                _blob(values[data], f"{item_at}.inlineData", "tool", collector)
+            else:
+                collector.binary(f"{item_at}.fileData")
     elif kind == "executableCode":
         collector.text(fields(value, ("language", "code"), at).get("code"), f"{at}.code", role)
     else:  # codeExecutionResult

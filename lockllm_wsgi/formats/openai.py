@@ -1,8 +1,10 @@
 """The OpenAI wire format: chat completions, the Responses API, legacy completions and embeddings.
 
 Every role's messages are read (system, developer, user, assistant, tool), with content as a string or a list of
-parts, tool-call arguments, tool and response-schema descriptions; the Responses API's `instructions` and `input`
-items; legacy `prompt` strings. Token-id prompts are refused: they cannot be scanned as text. Errors take OpenAI's
+parts, participant names, tool-call names, arguments and ids (ids that are plain identifiers are not scanned),
+tool and response-schema descriptions, text files given inline (decoded); the Responses API's `instructions` and
+`input` items (reasoning summaries and reasoning text too); legacy `prompt` strings. Every object read has known
+keys only. Token-id prompts and remote MCP tools are refused: they cannot be scanned as text. Errors take OpenAI's
 shape, which `openai` turns into `BadRequestError` and friends::
 
     {"error": {"message": "...", "type": "invalid_request_error", "param": null, "code": "..."}}
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from ..extract import Collector, UnknownShape, as_list, as_object
+from ..extract import Collector, UnknownShape, as_list, as_object, is_text_filename, is_text_media
 from ..refusal import Refusal
 from . import Walker, WireFormat, check_keys, json_bytes, with_request_id
 
@@ -23,13 +25,44 @@ _PLAIN_KEYS = frozenset(
     frequency_penalty logit_bias logprobs top_logprobs user seed service_tier parallel_tool_calls store metadata
     reasoning_effort reasoning modalities audio web_search_options prompt_cache_key safety_identifier verbosity
     tool_choice function_call truncation include previous_response_id background max_output_tools max_tool_calls
-    max_output_tokens text_format echo best_of suffix encoding_format dimensions conversation""".split()
+    max_output_tokens text_format echo best_of encoding_format dimensions conversation""".split()
     # Sampling knobs of the OpenAI-compatible hosts in presets.py (Mistral, Together, vLLM, Ollama...).
     + "random_seed safe_prompt prompt_mode top_k min_p repetition_penalty".split()
 )
 
 _TEXT_PART_TYPES = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal"}
 _NON_TEXT_PART_TYPES = frozenset({"image_url", "input_image", "input_audio", "input_file", "file", "audio"})
+# Every key of an object the walker reads is known: a parser that matches keys case-insensitively (Go's
+# encoding/json, behind Ollama's OpenAI layer) would otherwise take `ARGUMENTS` or `TEXT` for the field we read.
+_TEXT_PART_KEYS = frozenset({"type", "text", "refusal", "annotations", "logprobs", "cache_control"})
+_NON_TEXT_PART_KEYS = frozenset({"type", "image_url", "input_audio", "file", "file_id", "file_data", "file_url",
+                                 "filename", "detail", "audio", "cache_control"})
+_MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "function_call", "tool_call_id", "refusal",
+                           "audio", "prefix"})
+# Tool ids that are plain identifiers are not worth a scan each; anything longer or with spaces is scanned.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _id(value, where: str, role: str | None, collector: Collector) -> None:
+    if not (isinstance(value, str) and _PLAIN_ID.fullmatch(value)):
+        collector.text(value, where, role)
+
+
+def _file(file: dict, where: str, role: str | None, collector: Collector) -> None:
+    """A file part (`file` in chat, `input_file` in Responses): text files are decoded and scanned."""
+    collector.text(file.get("filename"), f"{where}.filename", role)
+    data = file.get("file_data")
+    if isinstance(data, str) and data.startswith("data:"):
+        header, _, payload = data.partition(",")
+        if is_text_media(header[5:].split(";", 1)[0]):
+            if not header.endswith(";base64"):
+                raise UnknownShape(f"{where}.file_data", "a text file must be a base64 data URL")
+            collector.encoded_text(payload, f"{where}.file_data", role)
+            return
+    elif data is not None and is_text_filename(file.get("filename")):
+        collector.encoded_text(data, f"{where}.file_data", role)
+        return
+    collector.binary(where)
 
 
 def _content(content, where: str, role: str | None, collector: Collector) -> None:
@@ -42,9 +75,24 @@ def _content(content, where: str, role: str | None, collector: Collector) -> Non
         part = as_object(part, part_where)
         kind = part.get("type")
         if kind in _TEXT_PART_TYPES:
-            collector.text(part.get(_TEXT_PART_TYPES[kind]), f"{part_where}.{_TEXT_PART_TYPES[kind]}", role)
+            check_keys(part, _TEXT_PART_KEYS, f"{part_where}.")
+            read = _TEXT_PART_TYPES[kind]
+            collector.text(part.get(read), f"{part_where}.{read}", role)
+            unread = "refusal" if read == "text" else "text"
+            if part.get(unread) is not None:
+                raise UnknownShape(f"{part_where}.{unread}", f"a {kind} part has no {unread}")
+            if part.get("annotations") is not None:
+                collector.strings(part["annotations"], f"{part_where}.annotations", role)
         elif kind in _NON_TEXT_PART_TYPES:
-            collector.binary(part_where)
+            check_keys(part, _NON_TEXT_PART_KEYS, f"{part_where}.")
+            if kind == "file":
+                file = as_object(part.get("file"), f"{part_where}.file")
+                check_keys(file, frozenset({"file_id", "file_data", "filename"}), f"{part_where}.file.")
+                _file(file, part_where, role, collector)
+            elif kind == "input_file":
+                _file(part, part_where, role, collector)
+            else:
+                collector.binary(part_where)
         else:
             raise UnknownShape(f"{part_where}.type", f"content part type {kind!r} is not known")
 
@@ -52,40 +100,59 @@ def _content(content, where: str, role: str | None, collector: Collector) -> Non
 def _tools(tools, where: str, collector: Collector) -> None:
     """Tool definitions: names, descriptions and parameter schemas are all read by the model."""
     for index, tool in enumerate(as_list(tools, where)):
-        collector.strings(as_object(tool, f"{where}[{index}]"), f"{where}[{index}]", role="tools")
+        tool = as_object(tool, f"{where}[{index}]")
+        if tool.get("type") == "mcp":
+            # As Anthropic's mcp_servers: the tools come from a server the gateway never sees, and the entry holds
+            # the server's authorization, which must not be sent to the scanner.
+            raise UnknownShape(f"{where}[{index}].type", "remote MCP tools are fetched by the provider and cannot "
+                               "be scanned (and their headers must not reach the scanner)")
+        collector.strings(tool, f"{where}[{index}]", role="tools")
 
 
 def _tool_calls(calls, where: str, role: str | None, collector: Collector) -> None:
     for index, call in enumerate(as_list(calls, where)):
-        call = as_object(call, f"{where}[{index}]")
-        function = as_object(call.get("function") or call.get("custom") or {}, f"{where}[{index}].function")
-        collector.text(function.get("name"), f"{where}[{index}].function.name", role)
-        collector.text(function.get("arguments") or function.get("input"), f"{where}[{index}].function.arguments", role)
+        at = f"{where}[{index}]"
+        call = as_object(call, at)
+        check_keys(call, frozenset({"id", "type", "function", "custom"}), f"{at}.")
+        _id(call.get("id"), f"{at}.id", role, collector)
+        kind = "custom" if "custom" in call else "function"
+        if "custom" in call and "function" in call:
+            raise UnknownShape(f"{at}.custom", "a tool call is either a function or a custom call, not both")
+        function = as_object(call.get(kind), f"{at}.{kind}")
+        argument = "input" if kind == "custom" else "arguments"
+        check_keys(function, frozenset({"name", argument}), f"{at}.{kind}.")
+        collector.text(function.get("name"), f"{at}.{kind}.name", role)
+        collector.text(function.get(argument), f"{at}.{kind}.{argument}", role)
 
 
 def _chat(body: dict, collector: Collector) -> None:
     check_keys(
         body, _PLAIN_KEYS | {"messages", "tools", "functions", "response_format", "prediction"}, "",
     )
+    if body.get("web_search_options") is not None:
+        # The user location is handed to the search tool, whose results the model reads.
+        collector.strings(body["web_search_options"], "web_search_options", role="tools")
     for index, message in enumerate(as_list(body.get("messages"), "messages")):
         where = f"messages[{index}]"
         message = as_object(message, where)
         role = message.get("role")
         if not isinstance(role, str):
             raise UnknownShape(f"{where}.role", "every message needs a role")
-        check_keys(
-            message,
-            # `prefix` (Mistral) marks an assistant message the model continues: its content is read like any other.
-            frozenset({"role", "content", "name", "tool_calls", "function_call", "tool_call_id", "refusal", "audio",
-                       "prefix"}),
-            f"{where}.",
-        )
+        # `prefix` (Mistral) marks an assistant message the model continues: its content is read like any other.
+        check_keys(message, _MESSAGE_KEYS, f"{where}.")
+        # The participant's name is shown to the model beside its message.
+        collector.text(message.get("name"), f"{where}.name", role)
         _content(message.get("content"), f"{where}.content", role, collector)
+        _id(message.get("tool_call_id"), f"{where}.tool_call_id", role, collector)
+        if message.get("audio") is not None:  # a reference to an earlier audio answer, nothing else
+            check_keys(as_object(message["audio"], f"{where}.audio"), frozenset({"id"}), f"{where}.audio.")
         collector.text(message.get("refusal"), f"{where}.refusal", role)
         if message.get("tool_calls") is not None:
             _tool_calls(message["tool_calls"], f"{where}.tool_calls", role, collector)
         if message.get("function_call") is not None:
             call = as_object(message["function_call"], f"{where}.function_call")
+            check_keys(call, frozenset({"name", "arguments"}), f"{where}.function_call.")
+            collector.text(call.get("name"), f"{where}.function_call.name", role)
             collector.text(call.get("arguments"), f"{where}.function_call.arguments", role)
     for key in ("tools", "functions"):
         if body.get(key) is not None:
@@ -94,7 +161,20 @@ def _chat(body: dict, collector: Collector) -> None:
         collector.strings(body["response_format"], "response_format", role="response_format")
     if body.get("prediction") is not None:
         prediction = as_object(body["prediction"], "prediction")
+        check_keys(prediction, frozenset({"type", "content"}), "prediction.")
         _content(prediction.get("content"), "prediction.content", "prediction", collector)
+
+
+_ITEM_COMMON = frozenset({"type", "id", "status"})
+_ITEM_KEYS = {
+    "message": _ITEM_COMMON | {"role", "content"},
+    "function_call": _ITEM_COMMON | {"call_id", "name", "arguments"},
+    "custom_tool_call": _ITEM_COMMON | {"call_id", "name", "input"},
+    "function_call_output": _ITEM_COMMON | {"call_id", "output"},
+    "custom_tool_call_output": _ITEM_COMMON | {"call_id", "output"},
+    "reasoning": _ITEM_COMMON | {"summary", "content", "encrypted_content"},
+    "item_reference": frozenset({"type", "id"}),
+}
 
 
 def _response_item(item, where: str, collector: Collector) -> None:
@@ -104,20 +184,30 @@ def _response_item(item, where: str, collector: Collector) -> None:
         return
     item = as_object(item, where)
     kind = item.get("type", "message")
+    keys = _ITEM_KEYS.get(kind)
+    if keys is not None:
+        check_keys(item, keys, f"{where}.")
     if kind == "message":
         _content(item.get("content"), f"{where}.content", item.get("role"), collector)
     elif kind in ("function_call", "custom_tool_call"):
         collector.text(item.get("name"), f"{where}.name", "assistant")
-        collector.text(item.get("arguments", item.get("input")), f"{where}.arguments", "assistant")
+        argument = "arguments" if kind == "function_call" else "input"
+        collector.text(item.get(argument), f"{where}.{argument}", "assistant")
+        _id(item.get("call_id"), f"{where}.call_id", "assistant", collector)
     elif kind in ("function_call_output", "custom_tool_call_output"):
+        _id(item.get("call_id"), f"{where}.call_id", "tool", collector)
         output = item.get("output")
         if isinstance(output, list):
             _content(output, f"{where}.output", "tool", collector)
         else:
             collector.text(output, f"{where}.output", "tool")
     elif kind == "reasoning":
-        for index, summary in enumerate(as_list(item.get("summary") or [], f"{where}.summary")):
-            collector.text(as_object(summary, f"{where}.summary[{index}]").get("text"), f"{where}.summary[{index}].text", "assistant")
+        # The summary, and the raw reasoning text that open-weight models (gpt-oss) are given back.
+        for key in ("summary", "content"):
+            for index, entry in enumerate(as_list(item.get(key) or [], f"{where}.{key}")):
+                entry = as_object(entry, f"{where}.{key}[{index}]")
+                check_keys(entry, frozenset({"type", "text"}), f"{where}.{key}[{index}].")
+                collector.text(entry.get("text"), f"{where}.{key}[{index}].text", "assistant")
     elif kind == "item_reference":
         # A reference to an item stored at the provider: its text was scanned when it was first sent.
         return
@@ -155,7 +245,8 @@ def _text_or_texts(value, where: str, role: str, collector: Collector) -> None:
 
 
 def _completions(body: dict, collector: Collector) -> None:
-    check_keys(body, _PLAIN_KEYS | {"prompt"}, "")
+    # `suffix` only here: anywhere else it is unknown, so no walker can leave it unread.
+    check_keys(body, _PLAIN_KEYS | {"prompt", "suffix"}, "")
     _text_or_texts(body.get("prompt"), "prompt", "user", collector)
     collector.text(body.get("suffix"), "suffix", "user")
 
