@@ -1,8 +1,8 @@
 """Extraction: the texts a model will read, with where each came from.
 
 A wire format walks its request body with a `Collector`; anything it does not recognise raises `UnknownShape`
-(never silently skipped). The segments then become scan units: each segment is scanned with the tail of the one
-before it, so an injection split across two adjacent messages is seen in one scan, while a chat that resends its
+(never silently skipped). The segments then become scan units: each segment is scanned with the tail of the text
+before it, so an injection split across messages or parts is seen in one scan, while a chat that resends its
 history reuses the cached verdicts of every unit it already sent::
 
     collector = Collector()
@@ -18,9 +18,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-# Characters of the previous segment scanned with each segment: long enough to hold the first half of a
-# sentence split across two messages, small enough that a conversation scans at most about twice its length.
-DEFAULT_CONTEXT_CHARS = 500
+# Characters of the text before a segment scanned with it: enough to hold the start of an instruction split
+# across messages or parts, small enough that a resent conversation scans well under twice its length
+# (benchmarks/conversation.py).
+DEFAULT_CONTEXT_CHARS = 300
 
 
 class UnknownShape(Exception):
@@ -133,10 +134,9 @@ class ScanUnit:
 def scan_units(segments: list[Segment], context_chars: int = DEFAULT_CONTEXT_CHARS) -> list[ScanUnit]:
     # The context is the tail of everything before the segment, not of one segment: an injection cut into many
     # short parts (a model reads a message's parts as one text) is still seen whole within the context window.
-    units = []
-    previous = ""
+    units: list[ScanUnit] = []
+    context = ""
     for segment in segments:
-        context = previous[-context_chars:]
         units.append(ScanUnit(f"{context}\n{segment.text}" if context else segment.text, segment))
-        previous = f"{context}\n{segment.text}"[-context_chars:] if context else segment.text[-context_chars:]
+        context = units[-1].text[-context_chars:]
     return units

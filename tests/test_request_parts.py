@@ -107,7 +107,7 @@ def test_the_scan_copy_is_normalised_as_the_model_reads_it(raw, seen):
 def test_scan_units_carry_the_previous_tail_and_stay_linear():
     history = [Segment(f"message {index} " + "x" * 900, f"messages[{index}].content") for index in range(50)]
     units = scan_units(history)
-    assert units[1].text.startswith(history[0].text[-500:])
+    assert units[1].text.startswith(history[0].text[-300:])
     assert sum(len(unit.text) for unit in units) < 2 * sum(len(segment.text) for segment in history)
     # Resending the history with one more turn reuses every earlier unit: only the new one is new text.
     longer = scan_units(history + [Segment("next", "messages[50].content")])
