@@ -36,6 +36,11 @@ DEFAULT_REQUEST_TIMEOUT = 3600
 # Apache only stops, before reading, a Content-Length the app would refuse anyway. Apache refusing a chunked body
 # the app is already reading appends a second error page to the response.
 BODY_LIMIT_MARGIN_BYTES = 1024 * 1024
+# mod_wsgi (6.x) holds a stalled daemon response for this many milliseconds before flushing it to the client
+# (default 5, meant for pacing filters such as mod_ratelimit, which we do not use): every streamed event, the
+# first one included, would wait 5 ms plus a scheduling round (+7 ms to the first chunk in benchmarks/streaming.py).
+# 0 flushes as soon as the daemon has nothing more to give. lockllm-location.conf sets the same value.
+RESPONSE_FLUSH_DELAY_MS = 0
 DEFAULT_PREFIX = "/llm"
 DEFAULT_PROCESSES = 2
 DEFAULT_THREADS = 15

@@ -16,7 +16,8 @@ import pwd
 import shutil
 import sys
 
-from .apache_config import DEFAULT_PROCESSES, DEFAULT_THREADS, DEFAULT_WORKER_USER, install_values, write_script
+from .apache_config import (DEFAULT_PROCESSES, DEFAULT_THREADS, DEFAULT_WORKER_USER, RESPONSE_FLUSH_DELAY_MS,
+                            install_values, write_script)
 from .config import Settings
 
 
@@ -60,6 +61,8 @@ def express_command(settings: Settings, config_path: str, host: str, port: int, 
         # A long generation keeps a request open for minutes: neither Apache nor the daemon may cut it first.
         "--socket-timeout", values["LOCKLLM_SOCKET_TIMEOUT"], "--request-timeout", values["LOCKLLM_REQUEST_TIMEOUT"],
         "--limit-request-body", values["LOCKLLM_MAX_BODY"],
+        # Streamed events go to the client as soon as the daemon yields them, not 5 ms later (apache_config.py).
+        "--response-flush-delay", str(RESPONSE_FLUSH_DELAY_MS),
         # Apache's own 413 as JSON the client's SDK can read, as in the shipped location snippet.
         "--include-file", os.path.join(values["LOCKLLM_APACHE_DIR"], "lockllm-errors.conf"),
         "--chunked-request",  # coding agents send chunked bodies; the gateway reads them to the end, capped

@@ -115,6 +115,8 @@ def test_serve_command_matches_the_snippets(public_config, monkeypatch, euid, wo
     assert options["--socket-timeout"] == values["LOCKLLM_SOCKET_TIMEOUT"]
     assert options["--limit-request-body"] == values["LOCKLLM_MAX_BODY"]
     assert options["--python-path"] == values["LOCKLLM_CODE"]
+    with open(os.path.join(TEMPLATE_DIR, "lockllm-location.conf"), encoding="utf-8") as snippet:
+        assert f"response-flush-delay={options['--response-flush-delay']}" in snippet.read()
     assert os.path.isfile(options["--include-file"]) and "--chunked-request" in command
     assert command[-len(worker_options):] == worker_options if worker_options else "--user" not in command
 

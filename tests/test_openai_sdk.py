@@ -111,6 +111,7 @@ def test_a_repeated_request_is_served_from_the_verdict_cache(make_gateway, provi
         client(gateway).chat.completions.create(model="gpt-test", messages=messages)
     assert len(scanner.log) == 2  # one scan per message, on the first request only
     assert len(provider.log) == 2
+    assert gateway.app.scanner.flush()
     stored = (tmp_path / "cache" / "verdicts.sqlite").read_bytes()
     assert b"Say hello" not in stored and SCANNER_KEY.encode() not in stored
 

@@ -30,6 +30,7 @@ def test_provider_credentials_reach_only_the_provider(make_gateway, scanner, pro
     assert SCANNER_KEY not in json.dumps(dict(received.headers)) + received.get_data(as_text=True)
     (scan_request, _), = scanner.log
     assert CANARY not in json.dumps(dict(scan_request.headers)) + scan_request.url
+    assert gateway.app.scanner.flush()  # the verdict is stored after the answer, by the cache writer
     stored = b"".join(path.read_bytes() for path in (tmp_path / "cache").iterdir())
     # Every log line of the gateway's process except the fake servers' own access logs.
     logged = capfd.readouterr().err + "\n".join(
@@ -46,6 +47,7 @@ def test_the_cache_file_and_its_journal_are_private(make_gateway, provider, tmp_
     gateway = make_gateway(scanner_extra=f"cache = sqlite:///{tmp_path}/cache/v.sqlite\n")
     Client(gateway.app).post("/openai/v1/chat/completions", content_type="application/json",
                              data=json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).close()
+    assert gateway.app.scanner.flush()
     assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
     files = list((tmp_path / "cache").iterdir())
     assert {path.name for path in files} >= {"v.sqlite", "v.sqlite-wal"}
@@ -59,6 +61,7 @@ def test_a_tampered_cache_entry_is_a_miss(make_gateway, scanner, provider, tmp_p
     gateway = make_gateway(scanner_extra=f"cache = sqlite:///{tmp_path}/v.sqlite\n")
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     Client(gateway.app).post("/openai/v1/chat/completions", data=body, content_type="application/json").close()
+    assert gateway.app.scanner.flush()
     with sqlite3.connect(tmp_path / "v.sqlite") as db:
         db.execute("UPDATE responses SET value = ?", (b"\x80\x04cos\nsystem\n(S'touch /tmp/pwned'\ntR.",))
     # A fresh process (no verdicts in memory) reads the tampered entry from the file.
