@@ -172,13 +172,16 @@ class LockLLMScanner:
         jobs = [[self._submit(piece, deadline) for piece in pieces(text)] for text in texts]
         futures = [future for job in jobs for future in job]
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
-        if pending:
-            for future in pending:
-                future.cancel()
-            failed = [future for future in done if future.exception() is not None]
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
+        for future in pending:
+            future.cancel()
+        failure = next((future.exception() for future in done if future.exception() is not None), None)
+        if failure is None and pending:
             raise ScannerUnavailable(f"no verdict within the scan deadline of {self.settings.timeout:g}s")
+        if isinstance(failure, ScannerUnavailable):
+            raise failure
+        if failure is not None:
+            # A fault below (a library's unexpected exception) still means "no verdict", never an unhandled error.
+            raise ScannerUnavailable(f"scan failed: {type(failure).__name__}") from failure
         return [Verdict.worst([future.result() for future in job]) for job in jobs]
 
     def _scan_piece(self, text: str, deadline: float) -> Verdict:

@@ -332,3 +332,15 @@ def test_client_sent_hosts_cannot_redirect_traffic(make_gateway, provider, path,
     (received, _), = provider.log
     assert received.host == f"127.0.0.1:{provider.port}"
     assert "evil" not in json.dumps(dict(received.headers))
+
+
+def test_an_unexpected_fault_inside_the_scan_client_is_scanner_unavailable(make_gateway, provider, monkeypatch):
+    gateway = make_gateway()
+
+    def broken_post(*_args, **_kwargs):
+        raise RuntimeError("a library bug")
+
+    monkeypatch.setattr(gateway.app.scanner.session, "post", broken_post)
+    status, payload, _ = send(gateway)
+    assert status == 503 and json.loads(payload)["error"]["code"] == "scanner_unavailable"
+    assert provider.log == []
