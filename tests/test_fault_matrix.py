@@ -344,3 +344,23 @@ def test_an_unexpected_fault_inside_the_scan_client_is_scanner_unavailable(make_
     status, payload, _ = send(gateway)
     assert status == 503 and json.loads(payload)["error"]["code"] == "scanner_unavailable"
     assert provider.log == []
+
+
+def test_closing_the_relayed_body_closes_the_upstream_connection():
+    """The WSGI server calls close() when the client goes away; the body object is still referenced then, so
+    only close() itself (not garbage collection) can free the provider's connection."""
+    from lockllm_wsgi.config import UpstreamSettings
+    from lockllm_wsgi.relay import Relay
+
+    raw = RawServer(endless_stream)
+    relay = Relay(UpstreamSettings())
+    try:
+        _, _, _, body = relay.send("POST", raw.url + "/v1/chat/completions", {"Content-Type": "application/json"},
+                                   CHAT_BYTES)
+        assert next(iter(body)).startswith(b"data:")
+        body.close()
+        assert raw.closed_by_peer.wait(5)
+        assert body is not None  # still referenced: the close above did it
+    finally:
+        relay.close()
+        raw.close()
