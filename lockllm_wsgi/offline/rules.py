@@ -98,6 +98,7 @@ _MODEL = _alt("you", "you're", "you are", "ai", "model", "bot", "chatbot", "assi
               "chatgpt", "llm", "persona", "character")
 _FREE = _alt("unfiltered", "uncensored", "unrestricted", "unlimited", "unbound", "unethical", "amoral",
              "nonmoral", "non-moral", "immoral", "unhinged", "jailbroken", "lawless", "unchained", "unshackled")
+# Every _FREE word starts with one of these, so they serve as anchors as well as needles.
 _FREE_NEEDLES = ("unfilter", "uncensor", "unrestrict", "unlimit", "unbound", "unethic", "amoral", "nonmoral",
                  "non-moral", "immoral", "unhinged", "jailbr", "lawless", "unchain", "unshackl")
 _LIMITS = _alt("restrictions", "limitations", "limits", "filters?", "filtering", "censorship", "boundaries",
@@ -204,12 +205,12 @@ LATIN_RULES: tuple[Rule, ...] = (
           r"\b" + _FREE + r"\W+(?:\w+\W+){0,1}?"
           + _alt("ai", "model", "language\\W+model", "chatbot", "bot", "assistant", "gpt", "persona", "alter\\W+ego",
                  r"version\W+of\W+(?:yourself|you|chatgpt)") + r"\b",
-          _FREE_NEEDLES),
+          _FREE_NEEDLES, anchors=_FREE_NEEDLES),
     # Weaker: "unfiltered mode" and "uncensored answers" also describe creative writing or search settings.
     _rule("unfiltered_output", JAILBREAK, 0.45,
           r"\b" + _FREE + r"\W+(?:\w+\W+){0,1}?"
           + _alt("responses?", "answers?", "mode", "outputs?", "replies", "reply", "version") + r"\b",
-          _FREE_NEEDLES),
+          _FREE_NEEDLES, anchors=_FREE_NEEDLES),
     _rule("ignore_policies", JAILBREAK, 0.55,
           _alt(r"ignor\w*", r"disregard\w*", r"bypass\w*", r"circumvent\w*", r"free\W+from",
                r"not\W+(?:follow|abide\W+by|adhere\W+to)", "without")
@@ -261,7 +262,7 @@ LATIN_RULES: tuple[Rule, ...] = (
           imperative=True, group="reveal",
           anchors=("repeat", "print", "reveal", "output", "show", "display", "echo", "recite", "dump", "leak", "spell")),
     _rule("starting_with_you_are", EXTRACTION, 0.4,
-          r"\b(?:start|begin)\w*\W+(?:with|from)\W+[\"']?you\W+are\b", ("start", "begin")),
+          r"\b(?:start|begin)\w*\W+(?:with|from)\W+[\"']?you\W+are\b", ("start", "begin"), anchors=("start", "begin")),
     # --- fake delimiters and role markers that pretend the user's text has ended.
     _rule("special_tokens", DELIMITER, 0.85,
           r"<\|(?:im_start|im_end|im_sep|endoftext|system|user|assistant|end|eot_id|start_header_id|end_header_id"
@@ -385,18 +386,19 @@ SQUASHED_RULES: tuple[Rule, ...] = (
 )
 
 # Non-Latin and non-English "ignore previous instructions" and prompt requests, read from the text before
-# look-alike mapping (which would garble Cyrillic).
+# look-alike mapping (which would garble Cyrillic). The needles of the Latin-script languages are their own
+# "previous" words, which each pattern requires, not the "instruction" stems English text shares with them.
 NATIVE_RULES: tuple[Rule, ...] = tuple(
     replace(rule, group="override") if rule.family == OVERRIDE else rule
     for rule in (
     _rule("override_es", OVERRIDE, 0.9,
           r"\b(?:ignora|olvida|descarta|omite|no\W+sigas|haz\W+caso\W+omiso\W+de)\w*" + _gap(3)
           + r"(?:instrucciones|reglas|indicaciones|órdenes|ordenes)\W+(?:\w+\W+){0,1}?(?:anteriores|previas|de\W+arriba)",
-          ("instruc", "regla", "indicacion", "orden")),
+          ("anteriores", "previas", "arriba")),
     _rule("override_fr", OVERRIDE, 0.9,
           r"\b(?:ignor|oubli|ne\W+tiens\W+pas\W+compte)\w*" + _gap(3)
           + r"(?:instructions|consignes|règles|regles|directives)\W+(?:\w+\W+){0,1}?"
-          r"(?:précédentes|precedentes|antérieures|anterieures|ci-dessus|initiales)", ("instruction", "consigne", "gle", "directive")),
+          r"(?:précédentes|precedentes|antérieures|anterieures|ci-dessus|initiales)", ("dentes", "rieures", "ci-dessus", "initiales")),
     _rule("override_de", OVERRIDE, 0.9,
           r"\b(?:ignorier|vergiss|missacht|übergeh)\w*" + _gap(3)
           + r"(?:vorherigen|bisherigen|obigen|vorangegangenen|früheren|vorigen|alle)\W+(?:\w+\W+){0,1}?"
@@ -404,11 +406,11 @@ NATIVE_RULES: tuple[Rule, ...] = tuple(
     _rule("override_pt", OVERRIDE, 0.9,
           r"\b(?:ignor|esque[cç]|desconsider)\w*" + _gap(3)
           + r"(?:instruções|instrucoes|regras|orientações|orientacoes)\W+(?:\w+\W+){0,1}?(?:anteriores|prévias|previas|acima)",
-          ("instru", "regra", "orienta")),
+          ("anteriores", "prévias", "previas", "acima")),
     _rule("override_it", OVERRIDE, 0.9,
           r"\b(?:ignora|dimentica|trascura|non\W+seguire)\w*" + _gap(3)
           + r"(?:istruzioni|regole|indicazioni)\W+(?:\w+\W+){0,1}?(?:precedenti|sopra|iniziali|di\W+prima)",
-          ("istruzion", "regole", "indicazion")),
+          ("precedenti", "sopra", "iniziali", "prima")),
     _rule("override_zh", OVERRIDE, 0.9,
           r"(?:忽略|无视|忽视|忘记|忘掉|不要理会|不理会|跳过|放弃)[^。！？\n]{0,8}?"
           r"(?:之前|以前|先前|上面|上述|前面|以上|原来|原先|所有|全部|一切)[^。！？\n]{0,6}?"
