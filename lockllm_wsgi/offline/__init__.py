@@ -190,12 +190,13 @@ class _View:
     ("your", "ignor", "system"), and each `in` or `find` of an absent word reads the whole text, so a scan
     searches each distinct literal once instead of once per rule."""
 
-    __slots__ = ("text", "_present", "_starts")
+    __slots__ = ("text", "_present", "_starts", "_candidates")
 
     def __init__(self, text: str):
         self.text = text
         self._present: dict[str, bool] = {}
         self._starts: dict[str, list[int]] = {}
+        self._candidates: dict[tuple[tuple[str, ...], re.Pattern[str] | None], list[int]] = {}
 
     def has_any(self, literals: Sequence[str]) -> bool:
         present = self._present
@@ -219,6 +220,17 @@ class _View:
                     found.append(start)
                     start = find(literal, start + 1)
             self._starts[literal] = found
+        return found
+
+    def candidates(self, anchors: tuple[str, ...], head: re.Pattern[str] | None) -> list[int]:
+        """Offsets of the anchor words, anchor by anchor, where `head` matches (all of them without a head)."""
+        key = (anchors, head)
+        found = self._candidates.get(key)
+        if found is None:
+            found = [start for anchor in anchors for start in self.starts(anchor)]
+            if head is not None:
+                found = [start for start in found if head.match(self.text, start)]
+            self._candidates[key] = found
         return found
 
 
@@ -249,12 +261,11 @@ def _match_starts(rule: Rule, view: _View) -> Iterator[int]:
         for match in rule.regex.finditer(text):
             yield match.start()
         return
-    for anchor in rule.anchors:
-        for start in view.starts(anchor):
-            if rule.regex.match(text, start) and (
-                rule.before is None or rule.before.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start)
-            ):
-                yield start
+    for start in view.candidates(rule.anchors, rule.head):
+        if rule.regex.match(text, start) and (
+            rule.before is None or rule.before.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start)
+        ):
+            yield start
 
 
 def _combine(fired: _Fired) -> Detection:
