@@ -137,22 +137,25 @@ class OfflineDetector:
         if self._allow is not None:
             latin = self._allow.sub(" ", latin)
             native = self._allow.sub(" ", native)
-        meta = any(needle in latin for needle in META_NEEDLES) and META.search(latin) is not None
+        latin_view = _View(latin)
+        # For plain ASCII the two copies are one string, so the native rules reuse the Latin look-ups.
+        native_view = latin_view if native == latin else _View(native)
+        meta = latin_view.has_any(META_NEEDLES) and META.search(latin) is not None
         for rule in _UNGATED:
-            _apply(rule, latin, fired, meta)
+            _apply(rule, latin_view, fired, meta)
         for rule in _GATED:
             # Gated rules cost a pass only when their gate fired; they would not count otherwise.
             if rule.gate in fired:
-                _apply(rule, latin, fired, meta)
+                _apply(rule, latin_view, fired, meta)
         for rule in self._custom:
-            _apply(rule, latin, fired, meta=False)
-            if native != latin:
-                _apply(rule, native, fired, meta=False)
-        squashed = squash(latin)
+            _apply(rule, latin_view, fired, meta=False)
+            if native_view is not latin_view:
+                _apply(rule, native_view, fired, meta=False)
+        squashed = _View(squash(latin))
         for rule in SQUASHED_RULES:
             _apply(rule, squashed, fired, meta)
         for rule in NATIVE_RULES:
-            _apply(rule, native, fired, meta)
+            _apply(rule, native_view, fired, meta)
         if depth < DEFAULT_MAX_DECODE_DEPTH:
             self._scan_decoded(text, fired, depth)
 
@@ -182,13 +185,63 @@ def _allow_regex(phrases: Sequence[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(re.escape(p) for p in sorted(set(prepared), key=len, reverse=True)))
 
 
-def _apply(rule: Rule, text: str, fired: _Fired, meta: bool) -> None:
-    if rule.needles and not any(needle in text for needle in rule.needles):
+class _View:
+    """One copy of the text with its literal look-ups remembered: many rules share needles and anchor words
+    ("your", "ignor", "system"), and each `in` or `find` of an absent word reads the whole text, so a scan
+    searches each distinct literal once instead of once per rule."""
+
+    __slots__ = ("text", "_present", "_starts", "_candidates")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._present: dict[str, bool] = {}
+        self._starts: dict[str, list[int]] = {}
+        self._candidates: dict[tuple[tuple[str, ...], re.Pattern[str] | None], list[int]] = {}
+
+    def has_any(self, literals: Sequence[str]) -> bool:
+        present = self._present
+        for literal in literals:
+            found = present.get(literal)
+            if found is None:
+                found = present[literal] = literal in self.text
+            if found:
+                return True
+        return False
+
+    def starts(self, literal: str) -> list[int]:
+        """Every offset where `literal` occurs, overlapping ones included, in increasing order."""
+        found = self._starts.get(literal)
+        if found is None:
+            found = []
+            if self._present.get(literal, True):
+                find = self.text.find
+                start = find(literal)
+                while start != -1:
+                    found.append(start)
+                    start = find(literal, start + 1)
+            self._starts[literal] = found
+        return found
+
+    def candidates(self, anchors: tuple[str, ...], head: re.Pattern[str] | None) -> list[int]:
+        """Offsets of the anchor words, anchor by anchor, where `head` matches (all of them without a head)."""
+        key = (anchors, head)
+        found = self._candidates.get(key)
+        if found is None:
+            found = [start for anchor in anchors for start in self.starts(anchor)]
+            if head is not None:
+                found = [start for start in found if head.match(self.text, start)]
+            self._candidates[key] = found
+        return found
+
+
+def _apply(rule: Rule, view: _View, fired: _Fired, meta: bool) -> None:
+    if rule.needles and not view.has_any(rule.needles):
         return
     if any(name in fired for name in rule.unless):
         return
+    text = view.text
     best = 0.0
-    for count, start in enumerate(_match_starts(rule, text)):
+    for count, start in enumerate(_match_starts(rule, view)):
         weight = rule.weight
         if rule.imperative and NOT_ADDRESSED.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start):
             weight *= DEFAULT_NOT_ADDRESSED_FACTOR
@@ -201,20 +254,18 @@ def _apply(rule: Rule, text: str, fired: _Fired, meta: bool) -> None:
         fired[rule.name] = (rule.family, best)
 
 
-def _match_starts(rule: Rule, text: str) -> Iterator[int]:
+def _match_starts(rule: Rule, view: _View) -> Iterator[int]:
     """Start offsets of the rule's matches, trying the regex only at its anchor words when it has some."""
+    text = view.text
     if not rule.anchors:
         for match in rule.regex.finditer(text):
             yield match.start()
         return
-    for anchor in rule.anchors:
-        start = text.find(anchor)
-        while start != -1:
-            if rule.regex.match(text, start) and (
-                rule.before is None or rule.before.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start)
-            ):
-                yield start
-            start = text.find(anchor, start + 1)
+    for start in view.candidates(rule.anchors, rule.head):
+        if rule.regex.match(text, start) and (
+            rule.before is None or rule.before.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start)
+        ):
+            yield start
 
 
 def _combine(fired: _Fired) -> Detection:

@@ -101,8 +101,12 @@ def squash(latin: str) -> str:
 def _printable(decoded: str) -> bool:
     if not decoded:
         return False
-    good = sum(1 for c in decoded if c.isprintable() or c in "\n\r\t")
-    return good >= DEFAULT_MIN_PRINTABLE_RATIO * len(decoded) and any(c.isalpha() for c in decoded)
+    # str.isprintable is one C loop; the character count is needed only for text with line breaks or controls.
+    if not decoded.isprintable():
+        good = sum(1 for c in decoded if c.isprintable() or c in "\n\r\t")
+        if good < DEFAULT_MIN_PRINTABLE_RATIO * len(decoded):
+            return False
+    return any(c.isalpha() for c in decoded)
 
 
 def _from_bytes(raw: bytes) -> str | None:
@@ -134,9 +138,13 @@ def _hex(digits: str) -> str | None:
 
 
 def _long_tokens(text: str) -> Iterator[str]:
-    # str.split is a C loop, far cheaper than a regex scan over every position of a long prompt.
+    """The distinct whitespace-separated words long enough to hold a payload, in order of first appearance."""
+    # str.split is a C loop, far cheaper than a regex scan over every position of a long prompt. A repeated
+    # word (a URL, a pasted token) decodes to the same text each time, so it is tried once.
+    seen: set[str] = set()
     for word in text.split():
-        if len(word) >= DEFAULT_MIN_BASE64_CHARS:
+        if len(word) >= DEFAULT_MIN_BASE64_CHARS and word not in seen:
+            seen.add(word)
             yield word
 
 

@@ -40,6 +40,9 @@ class Rule:
     anchors: tuple[str, ...] = ()
     # The text just before a match must end with this pattern (who is addressed, a line start).
     before: re.Pattern[str] | None = None
+    # What every match starts with, shared by rules with the same anchors (the "ignore" verbs of all override
+    # rules): tried once per anchor position for all of them, so each rule's full regex runs only where it fits.
+    head: re.Pattern[str] | None = None
     # Rules of one group read the same evidence (one phrase, several wordings): only the strongest counts.
     group: str = ""
     # A rule for the squashed copy is skipped when these rules already read the phrase in the plain text, where
@@ -72,6 +75,7 @@ _IGNORE_NEEDLES = ("ignor", "disregard", "forget", "skip", "overrid", "overrule"
                    "aside", "abandon", "discard", "throw", "follow", "obey", "attention")
 _IGNORE_ANCHORS = ("ignor", "disregard", "forget", "skip", "overrid", "overrule", "bypass", "neglect", "overlook",
                    "set", "put", "abandon", "discard", "throw", "do", "stop", "no", "never", "pay")
+_IGNORE_HEAD = re.compile(_IGNORE + r"\W")
 # A subject naming the model right before the phrase: "you are no longer bound", "the AI has no limits".
 _MODEL_SUBJECT = (r"\b(?:you|you're|ai|model|bot|chatbot|assistant|it|he|she|gpt|chatgpt|llm|persona|character|dan)"
                   r"\W+(?:\w+\W+){0,3}?")
@@ -90,6 +94,7 @@ _REVEAL = _alt("reveal", "print", "repeat", "show", "display", "output", "tell",
 _REVEAL_NEEDLES = ("reveal", "print", "repeat", "show", "display", "output", "tell", "give", "write", "type",
                    "recite", "relay", "share", "disclose", "leak", "dump", "expose", "spell", "copy", "echo",
                    "paste", "return", "provide", "list")
+_REVEAL_HEAD = re.compile(r"\b" + _REVEAL + r"\W")
 _HIDDEN = _alt("system", "initial", "original", "hidden", "secret", "internal", "underlying", "starting",
                "first", "confidential", "pre-?", "developer", "base", "full", "entire", "exact", "verbatim")
 _SECRETS = _alt("prompts?", "prompting", "instructions", "directives", "guidelines", "rules", "messages?",
@@ -98,6 +103,7 @@ _MODEL = _alt("you", "you're", "you are", "ai", "model", "bot", "chatbot", "assi
               "chatgpt", "llm", "persona", "character")
 _FREE = _alt("unfiltered", "uncensored", "unrestricted", "unlimited", "unbound", "unethical", "amoral",
              "nonmoral", "non-moral", "immoral", "unhinged", "jailbroken", "lawless", "unchained", "unshackled")
+# Every _FREE word starts with one of these, so they serve as anchors as well as needles.
 _FREE_NEEDLES = ("unfilter", "uncensor", "unrestrict", "unlimit", "unbound", "unethic", "amoral", "nonmoral",
                  "non-moral", "immoral", "unhinged", "jailbr", "lawless", "unchain", "unshackl")
 _LIMITS = _alt("restrictions", "limitations", "limits", "filters?", "filtering", "censorship", "boundaries",
@@ -109,6 +115,7 @@ _SEND = _alt("send", "forward", "post", "upload", "e-?mail", "transmit", "exfilt
 _URL_TO_PLACEHOLDER = r"[^\s)<{\[$%]{1,300}(?:\{[^}\s]{1,40}\}|\[[a-z_ .-]{1,40}\]|<[a-z_ .-]{1,40}>|\$\{?[a-z_]{2,40}|%7b)"
 _SEND_ANCHORS = ("send", "forward", "post", "upload", "email", "e-mail", "mail", "transmit", "exfiltrate", "leak",
                  "submit", "deliver", "share")
+_SEND_HEAD = re.compile(r"\b" + _SEND + r"\W")
 _SENSITIVE = _alt("passwords?", "credentials", "api\\W?keys?", "secrets?", "tokens?", "private\\W+keys?",
                   "ssh\\W+keys?", "credit\\W+cards?", "social\\W+security", "personal\\W+(?:data|information)",
                   "chat\\W+history", "conversation", "emails?", "contacts", "usernames?", "session\\W+cookies?",
@@ -124,32 +131,32 @@ LATIN_RULES: tuple[Rule, ...] = (
     # --- instruction override: an imperative to drop what the model was told before.
     _rule("override_prior", OVERRIDE, 0.95,
           _IGNORE + r"\W+" + _FILLER + _BEFORE + _gap(2) + _ORDERS + r"\b", _IGNORE_NEEDLES, imperative=True, group="override",
-          anchors=_IGNORE_ANCHORS),
+          anchors=_IGNORE_ANCHORS, head=_IGNORE_HEAD),
     _rule("override_orders_before", OVERRIDE, 0.9,
           _IGNORE + r"\W+" + _FILLER + _ORDERS + _gap(4)
           + _alt("before", "above", "earlier", "previously", r"so\W+far", r"until\W+now", r"up\W+to\W+now",
                  "prior", "you\\W+(?:were|have\\W+been)\\W+given") + r"\b",
           _IGNORE_NEEDLES, imperative=True, group="override",
-          anchors=_IGNORE_ANCHORS),
+          anchors=_IGNORE_ANCHORS, head=_IGNORE_HEAD),
     _rule("override_the_above", OVERRIDE, 0.85,
           _IGNORE + r"\W+" + _FILLER + _alt("above", "previous", "preceding", "foregoing")
           + r"(?:\W+(?:text|content|statements?|stuff|directions?|prompt))?\s*(?:and\b|[,.;:!]|$)",
           _IGNORE_NEEDLES, imperative=True, group="override",
-          anchors=_IGNORE_ANCHORS),
+          anchors=_IGNORE_ANCHORS, head=_IGNORE_HEAD),
     _rule("override_your_rules", OVERRIDE, 0.8,
           _IGNORE + r"\W+" + r"(?:(?:all|any|of|every|each)\W+){0,2}(?:your|the\W+system'?s?)\W+(?:\w+\W+){0,2}?"
           + _STRONG_ORDERS + r"\b", _IGNORE_NEEDLES, imperative=True, group="override",
-          anchors=_IGNORE_ANCHORS),
+          anchors=_IGNORE_ANCHORS, head=_IGNORE_HEAD),
     _rule("override_any_rules", OVERRIDE, 0.6,
           _IGNORE + r"\W+" + r"(?:all|any|every)\W+(?:\w+\W+){0,1}?" + _STRONG_ORDERS + r"\b",
           _IGNORE_NEEDLES, imperative=True, group="override",
-          anchors=_IGNORE_ANCHORS),
+          anchors=_IGNORE_ANCHORS, head=_IGNORE_HEAD),
     _rule("override_everything_said", OVERRIDE, 0.85,
           _IGNORE + r"\W+" + _alt("everything", "anything", "all", "what") + r"\W+(?:(?:that|which)\W+)?"
           + _alt("i", "you", "we", "i've", "you've", "you're") + _gap(2)
           + _alt("said", "told", "written", "wrote", "learned", "learnt", "know", "given", "received", "got")
           + r"\b", _IGNORE_NEEDLES, imperative=True, group="override",
-          anchors=_IGNORE_ANCHORS),
+          anchors=_IGNORE_ANCHORS, head=_IGNORE_HEAD),
     _rule("new_instructions", OVERRIDE, 0.6,
           _alt("new", "updated", "revised", "real", "actual", "true", "secret", "hidden", "override")
           + r"\W+" + _alt("instructions?", "directives?", r"system\W+prompt", "orders", "rules") + r"\s*(?::|are\b|follow)",
@@ -199,17 +206,18 @@ LATIN_RULES: tuple[Rule, ...] = (
           ("no", "zero", "any"), anchors=("have", "has", "with", "possess"), before=_MODEL_SUBJECT),
     _rule("act_unfiltered", JAILBREAK, 0.75,
           _alt("act", "behave", "respond", "answer", "pretend", "roleplay", "role-play", "simulate", "become")
-          + _gap(5) + _alt(_FREE, r"without\W+(?:any\W+)?" + _LIMITS), _FREE_NEEDLES + ("without",)),
+          + _gap(5) + _alt(_FREE, r"without\W+(?:any\W+)?" + _LIMITS), _FREE_NEEDLES + ("without",),
+          anchors=("act", "behave", "respond", "answer", "pretend", "roleplay", "role-play", "simulate", "become")),
     _rule("unfiltered_model", JAILBREAK, 0.7,
           r"\b" + _FREE + r"\W+(?:\w+\W+){0,1}?"
           + _alt("ai", "model", "language\\W+model", "chatbot", "bot", "assistant", "gpt", "persona", "alter\\W+ego",
                  r"version\W+of\W+(?:yourself|you|chatgpt)") + r"\b",
-          _FREE_NEEDLES),
+          _FREE_NEEDLES, anchors=_FREE_NEEDLES),
     # Weaker: "unfiltered mode" and "uncensored answers" also describe creative writing or search settings.
     _rule("unfiltered_output", JAILBREAK, 0.45,
           r"\b" + _FREE + r"\W+(?:\w+\W+){0,1}?"
           + _alt("responses?", "answers?", "mode", "outputs?", "replies", "reply", "version") + r"\b",
-          _FREE_NEEDLES),
+          _FREE_NEEDLES, anchors=_FREE_NEEDLES),
     _rule("ignore_policies", JAILBREAK, 0.55,
           _alt(r"ignor\w*", r"disregard\w*", r"bypass\w*", r"circumvent\w*", r"free\W+from",
                r"not\W+(?:follow|abide\W+by|adhere\W+to)", "without")
@@ -241,12 +249,12 @@ LATIN_RULES: tuple[Rule, ...] = (
     # --- system prompt extraction: asking for the hidden instructions themselves.
     _rule("reveal_system_prompt", EXTRACTION, 0.85,
           r"\b" + _REVEAL + _gap(4) + r"(?:system\W*prompt|" + _HIDDEN + r"\W*(?:\w+\W+){0,1}?" + _SECRETS + r")\b",
-          _REVEAL_NEEDLES, imperative=True, group="reveal", anchors=_REVEAL_NEEDLES),
+          _REVEAL_NEEDLES, imperative=True, group="reveal", anchors=_REVEAL_NEEDLES, head=_REVEAL_HEAD),
     _rule("reveal_your_instructions", EXTRACTION, 0.7,
           r"\b" + _REVEAL + _gap(4) + r"your\W+(?:\w+\W+){0,2}?" + _alt("prompt", "instructions", "directives",
                                                                         "system\\W+message", "programming",
                                                                         "configuration", "parameters") + r"\b",
-          _REVEAL_NEEDLES, imperative=True, group="reveal", anchors=_REVEAL_NEEDLES),
+          _REVEAL_NEEDLES, imperative=True, group="reveal", anchors=_REVEAL_NEEDLES, head=_REVEAL_HEAD),
     _rule("what_are_your_instructions", EXTRACTION, 0.75,
           r"\bwhat\W+(?:are|were|is|was)\W+(?:all\W+)?your\W+(?:\w+\W+){0,1}?"
           + _alt("instructions", r"system\W+prompt", r"initial\W+prompt", "directives", "prompt") + r"\b",
@@ -261,7 +269,7 @@ LATIN_RULES: tuple[Rule, ...] = (
           imperative=True, group="reveal",
           anchors=("repeat", "print", "reveal", "output", "show", "display", "echo", "recite", "dump", "leak", "spell")),
     _rule("starting_with_you_are", EXTRACTION, 0.4,
-          r"\b(?:start|begin)\w*\W+(?:with|from)\W+[\"']?you\W+are\b", ("start", "begin")),
+          r"\b(?:start|begin)\w*\W+(?:with|from)\W+[\"']?you\W+are\b", ("start", "begin"), anchors=("start", "begin")),
     # --- fake delimiters and role markers that pretend the user's text has ended.
     _rule("special_tokens", DELIMITER, 0.85,
           r"<\|(?:im_start|im_end|im_sep|endoftext|system|user|assistant|end|eot_id|start_header_id|end_header_id"
@@ -304,11 +312,11 @@ LATIN_RULES: tuple[Rule, ...] = (
     _rule("send_to_address", EXFILTRATION, 0.4,
           r"\b" + _SEND + _gap(8) + r"(?:to|at|into)\W+(?:https?://|www\.|[\w.+-]+@[\w-]+\.\w|my\W+(?:server|webhook|"
           r"endpoint)|the\W+(?:following\W+)?(?:url|webhook|endpoint|address))",
-          ("send", "forward", "post", "upload", "mail", "transmit", "exfiltrate", "leak", "submit", "deliver", "share"), anchors=_SEND_ANCHORS),
+          ("send", "forward", "post", "upload", "mail", "transmit", "exfiltrate", "leak", "submit", "deliver", "share"), anchors=_SEND_ANCHORS, head=_SEND_HEAD),
     _rule("send_sensitive", EXFILTRATION, 0.8,
           r"\b" + _SEND + _gap(4) + _SENSITIVE + _gap(6) + r"(?:to|at|into)\W+(?:https?://|www\.|[\w.+-]+@[\w-]+\.\w"
           r"|my\W+(?:server|webhook|endpoint)|the\W+(?:following\W+)?(?:url|webhook|endpoint|address))",
-          ("send", "forward", "post", "upload", "mail", "transmit", "exfiltrate", "leak", "submit", "deliver", "share"), anchors=_SEND_ANCHORS),
+          ("send", "forward", "post", "upload", "mail", "transmit", "exfiltrate", "leak", "submit", "deliver", "share"), anchors=_SEND_ANCHORS, head=_SEND_HEAD),
     _rule("forward_all", EXFILTRATION, 0.6,
           r"\bforward\W+(?:every|all|each)\W+(?:\w+\W+){0,3}?(?:emails?|messages?|files?|documents?)\b", ("forward",)),
     _rule("secrets_in_store", EXFILTRATION, 0.6,
@@ -385,18 +393,19 @@ SQUASHED_RULES: tuple[Rule, ...] = (
 )
 
 # Non-Latin and non-English "ignore previous instructions" and prompt requests, read from the text before
-# look-alike mapping (which would garble Cyrillic).
+# look-alike mapping (which would garble Cyrillic). The needles of the Latin-script languages are their own
+# "previous" words, which each pattern requires, not the "instruction" stems English text shares with them.
 NATIVE_RULES: tuple[Rule, ...] = tuple(
     replace(rule, group="override") if rule.family == OVERRIDE else rule
     for rule in (
     _rule("override_es", OVERRIDE, 0.9,
           r"\b(?:ignora|olvida|descarta|omite|no\W+sigas|haz\W+caso\W+omiso\W+de)\w*" + _gap(3)
           + r"(?:instrucciones|reglas|indicaciones|órdenes|ordenes)\W+(?:\w+\W+){0,1}?(?:anteriores|previas|de\W+arriba)",
-          ("instruc", "regla", "indicacion", "orden")),
+          ("anteriores", "previas", "arriba")),
     _rule("override_fr", OVERRIDE, 0.9,
           r"\b(?:ignor|oubli|ne\W+tiens\W+pas\W+compte)\w*" + _gap(3)
           + r"(?:instructions|consignes|règles|regles|directives)\W+(?:\w+\W+){0,1}?"
-          r"(?:précédentes|precedentes|antérieures|anterieures|ci-dessus|initiales)", ("instruction", "consigne", "gle", "directive")),
+          r"(?:précédentes|precedentes|antérieures|anterieures|ci-dessus|initiales)", ("dentes", "rieures", "ci-dessus", "initiales")),
     _rule("override_de", OVERRIDE, 0.9,
           r"\b(?:ignorier|vergiss|missacht|übergeh)\w*" + _gap(3)
           + r"(?:vorherigen|bisherigen|obigen|vorangegangenen|früheren|vorigen|alle)\W+(?:\w+\W+){0,1}?"
@@ -404,11 +413,11 @@ NATIVE_RULES: tuple[Rule, ...] = tuple(
     _rule("override_pt", OVERRIDE, 0.9,
           r"\b(?:ignor|esque[cç]|desconsider)\w*" + _gap(3)
           + r"(?:instruções|instrucoes|regras|orientações|orientacoes)\W+(?:\w+\W+){0,1}?(?:anteriores|prévias|previas|acima)",
-          ("instru", "regra", "orienta")),
+          ("anteriores", "prévias", "previas", "acima")),
     _rule("override_it", OVERRIDE, 0.9,
           r"\b(?:ignora|dimentica|trascura|non\W+seguire)\w*" + _gap(3)
           + r"(?:istruzioni|regole|indicazioni)\W+(?:\w+\W+){0,1}?(?:precedenti|sopra|iniziali|di\W+prima)",
-          ("istruzion", "regole", "indicazion")),
+          ("precedenti", "sopra", "iniziali", "prima")),
     _rule("override_zh", OVERRIDE, 0.9,
           r"(?:忽略|无视|忽视|忘记|忘掉|不要理会|不理会|跳过|放弃)[^。！？\n]{0,8}?"
           r"(?:之前|以前|先前|上面|上述|前面|以上|原来|原先|所有|全部|一切)[^。！？\n]{0,6}?"
