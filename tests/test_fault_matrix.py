@@ -364,3 +364,19 @@ def test_closing_the_relayed_body_closes_the_upstream_connection():
     finally:
         relay.close()
         raw.close()
+
+
+def test_a_defect_in_the_gateway_is_a_logged_500_in_the_provider_shape(make_gateway, scanner, provider, monkeypatch,
+                                                                      caplog):
+    gateway = make_gateway()
+
+    def broken_extract(*_args, **_kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(gateway.app.routes[0][1], "extract", broken_extract)
+    status, payload, headers = send(gateway)
+    assert status == 500
+    error = json.loads(payload)["error"]
+    assert error["code"] == "gateway_error" and headers["X-Request-Id"] in error["message"]
+    assert f'"gateway_error", "request_id": "{headers["X-Request-Id"]}"' in caplog.text
+    assert scanner.log == [] and provider.log == []
