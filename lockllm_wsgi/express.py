@@ -66,6 +66,7 @@ def express_command(settings: Settings, config_path: str, host: str, port: int, 
         # Apache's own 413 as JSON the client's SDK can read, as in the shipped location snippet.
         "--include-file", os.path.join(values["LOCKLLM_APACHE_DIR"], "lockllm-errors.conf"),
         "--chunked-request",  # coding agents send chunked bodies; the gateway reads them to the end, capped
+        "--locale", "C.UTF-8",  # present on every Debian system, unlike the en_US.UTF-8 express asks for
         "--log-to-terminal",
     ]
     if os.geteuid() == 0:
