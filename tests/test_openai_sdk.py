@@ -10,7 +10,7 @@ import openai
 import pytest
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK, SCANNER_KEY, scans
+from conftest import ATTACK, SCANNER_KEY
 
 COMPLETION = {
     "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-test",

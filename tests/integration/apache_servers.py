@@ -19,12 +19,13 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
 
 import requests
+
+from rawserver import RawServer, read_request
 
 from lockllm_wsgi.apache_config import TEMPLATE_DIR, install_values, server_config, write_script
 from lockllm_wsgi.config import load_settings
@@ -197,7 +198,7 @@ def running_apache2(config_path: str, root: str) -> Iterator[RunningGateway]:
         yield running
 
 
-class DrippingProvider:
+class DrippingProvider(RawServer):
     """A provider on a raw socket: answers every request with an endless event stream, one event per 50 ms, and
     puts on `hangups` the time.monotonic() at which it saw the gateway close the connection."""
 
@@ -205,42 +206,20 @@ class DrippingProvider:
     GIVE_UP_SECONDS = 30
 
     def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self.hangups: queue.Queue[float] = queue.Queue()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__(self._answer)
 
-    def _accept(self) -> None:
-        while True:
+    def _answer(self, connection: socket.socket) -> None:
+        read_request(connection)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+        started = time.monotonic()
+        while time.monotonic() - started < self.GIVE_UP_SECONDS:
             try:
-                connection, _ = self._listener.accept()
+                readable, _, _ = select.select([connection], [], [], 0)
+                if readable and not connection.recv(1):
+                    break  # the gateway closed its end
+                connection.sendall(b'data: {"choices": [{"index": 0, "delta": {"content": "tok"}}]}\n\n')
             except OSError:
-                return  # closed
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        with connection:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += connection.recv(65536)
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            body = head.split(b"\r\n\r\n", 1)[1]
-            while len(body) < length:
-                body += connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
-            started = time.monotonic()
-            while time.monotonic() - started < self.GIVE_UP_SECONDS:
-                try:
-                    readable, _, _ = select.select([connection], [], [], 0)
-                    if readable and not connection.recv(1):
-                        break  # the gateway closed its end
-                    connection.sendall(b'data: {"choices": [{"index": 0, "delta": {"content": "tok"}}]}\n\n')
-                except OSError:
-                    break  # reset: the gateway is gone
-                time.sleep(self.INTERVAL)
-            self.hangups.put(time.monotonic())
-
-    def close(self) -> None:
-        self._listener.close()
+                break  # reset: the gateway is gone
+            time.sleep(self.INTERVAL)
+        self.hangups.put(time.monotonic())

@@ -21,60 +21,36 @@ import requests
 
 from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
 from conftest import write_config
+from rawserver import RawServer, read_request
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
 
 
-class FiniteStreamProvider:
+class FiniteStreamProvider(RawServer):
     """A raw-socket provider answering each request with `events` server-sent events `interval` apart, then
     `data: [DONE]` and a close. The number of events is taken from the request's `max_tokens`."""
 
     INTERVAL = 0.1
 
     def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self.finished: list[int] = []  # max_tokens of every stream sent to the end
         self.cut: list[int] = []  # ... of every stream the gateway hung up on
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(self._answer)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        with connection:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                part = connection.recv(65536)
-                if not part:
-                    return
-                data += part
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                body += connection.recv(65536)
-            events = json.loads(body).get("max_tokens", 1)
-            try:
-                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
-                for number in range(events):
-                    chunk = {"choices": [{"index": 0, "delta": {"content": f"t{number}"}}]}
-                    connection.sendall(f"data: {json.dumps(chunk)}\n\n".encode())
-                    time.sleep(self.INTERVAL)
-                connection.sendall(b"data: [DONE]\n\n")
-            except OSError:
-                self.cut.append(events)
-                return
-            self.finished.append(events)
-
-    def close(self) -> None:
-        self._listener.close()
+    def _answer(self, connection: socket.socket) -> None:
+        events = json.loads(read_request(connection).partition(b"\r\n\r\n")[2]).get("max_tokens", 1)
+        try:
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
+            for number in range(events):
+                chunk = {"choices": [{"index": 0, "delta": {"content": f"t{number}"}}]}
+                connection.sendall(f"data: {json.dumps(chunk)}\n\n".encode())
+                time.sleep(self.INTERVAL)
+            connection.sendall(b"data: [DONE]\n\n")
+        except OSError:
+            self.cut.append(events)
+            return
+        self.finished.append(events)
 
 
 @dataclass

@@ -10,15 +10,16 @@ import os
 import re
 import shutil
 import socket
-import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
 from conftest import ATTACK, scans, write_config
+from rawserver import RawServer
 from raw_http import authority, chunked, connect, error_codes, exchange, mount, request, statuses
 
 MISSING = missing_tools()
@@ -28,32 +29,10 @@ CHAT_PATH = "/v1/chat/completions"
 COMPLETION = {"id": "x", "object": "chat.completion", "choices": []}
 
 
-class CountingListener:
-    """An upstream nobody should reach: counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.authority = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            connection.close()
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 @pytest.fixture(scope="module")
 def smuggling_site(scanner_server, provider_server):
     root = public_folder("lockllm-smuggling-")
-    evil = CountingListener()
+    evil = RawServer(lambda connection: None)  # an upstream nobody should reach: it counts connections
     cache = worker_owned_folder(os.path.join(root, "cache"))
     config = write_config(Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
                           scanner_extra=f"cache = sqlite:///{cache}/verdicts.sqlite\n")
@@ -231,10 +210,10 @@ def test_path_and_host_tricks_never_reach_another_upstream_or_skip_the_scan(
     evil = smuggling_site[2]
     prefix, host = mount(gateway.base), authority(gateway.base)
     scheme = "https" if gateway.ca_file else "http"
-    full = f"{scheme}://{evil.authority}{prefix}/openai{CHAT_PATH}" if target == "ABSOLUTE" else prefix + target
+    full = f"{scheme}://{urlsplit(evil.url).netloc}{prefix}/openai{CHAT_PATH}" if target == "ABSOLUTE" else prefix + target
     head = [("Host", host), ("Content-Type", "application/json")]
     for name, value in headers:
-        value = value.replace("EVIL", evil.authority)
+        value = value.replace("EVIL", urlsplit(evil.url).netloc)
         if name == "Host":  # replaces the real one
             head[0] = ("Host", value)
         else:
