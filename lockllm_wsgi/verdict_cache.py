@@ -169,12 +169,15 @@ class ForgivingRedisCache(_Forgiving, RedisCache):
 
 
 def _is_usable_verdict(response: requests.Response) -> bool:
-    """Only a 200 whose JSON holds a verdict is stored: errors and unusable answers are never cached."""
+    """Only a 200 whose JSON holds a verdict is stored: errors and unusable answers are never cached. The scan
+    client's own parser decides, so the cache never keeps an answer the client would refuse on every later read."""
+    from .scan import ScannerUnavailable, parse_verdict  # here, not above: scan.py imports this module
+
     try:
-        data = response.json()
-    except ValueError:
+        parse_verdict(response.json())
+    except (ValueError, ScannerUnavailable):
         return False
-    return isinstance(data, dict) and (isinstance(data.get("safe"), bool) or isinstance(data.get("injection"), (int, float)))
+    return True
 
 
 def _prepare_file(path: str) -> None:

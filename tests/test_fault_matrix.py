@@ -142,6 +142,7 @@ SCANNER_FAULTS = [
     pytest.param("handler", respond(200, '{"safe": tru', "application/json"), id="200-malformed-json"),
     pytest.param("handler", respond(200, {"label": 0}), id="200-missing-verdict"),
     pytest.param("handler", respond(200, {"safe": "probably", "injection": "low"}), id="200-unknown-verdict"),
+    pytest.param("handler", respond(200, {"injection": 250}), id="200-score-out-of-range"),
     pytest.param("handler", respond(401, {"error": {"message": "bad key", "type": "auth", "code": "invalid_key"}}),
                  id="401-our-own-request"),
 ]
