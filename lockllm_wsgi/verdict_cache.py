@@ -53,7 +53,6 @@ class BackgroundWriter:
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.dropped = 0
 
     def submit(self, write: Callable[[], None]) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -64,7 +63,6 @@ class BackgroundWriter:
         try:
             self._queue.put_nowait(write)
         except queue.Full:
-            self.dropped += 1
             log.debug('{"event": "cache_write_dropped", "queued": %d}', self._queue.maxsize)
 
     def _run(self) -> None:
