@@ -18,10 +18,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from urllib.parse import quote
 
-from werkzeug.http import parse_options_header
-
 from .audit import PROMPT_KEY, AuditLog, Counters, ensure_handler, log_event, log_request
-from .body import decode_body, parse_json, read_body
+from .body import check_content_type, decode_body, parse_json, read_body
 from .config import Route, Settings
 from .extract import Collector, UnknownShape, scan_units
 from .formats import FORMATS, WireFormat
@@ -29,12 +27,11 @@ from .formats.openai import OpenAIFormat
 from .health import OpsEndpoints
 from .identity import client_identity
 from .metrics import Metrics
-from .normalize import normalize_for_scan
 from .policy import decide
 from .ratelimit import RateLimiter
 from .refusal import Refusal
 from .relay import Relay, UpstreamError, request_headers
-from .scan import ScannerUnavailable, make_scanner
+from .scan import ScannerUnavailable, make_scanner, pieces
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -122,14 +119,7 @@ class GatewayApp:
         if method != "POST":
             raise Refusal(405, "method_not_allowed", f"{method} is not supported here; LLM APIs take POST.",
                           headers=(("Allow", "GET, HEAD, POST, DELETE, OPTIONS"),))
-        content_type, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
-        if content_type != "application/json":
-            raise Refusal(415, "unsupported_content_type",
-                          f"The body must be application/json, not {content_type or 'unspecified'!r}.")
-        # The body is read as UTF-8; a provider honouring another charset (utf-7, latin-1) would read other text.
-        if options.get("charset", "utf-8").lower() not in ("utf-8", "utf8"):
-            raise Refusal(415, "unsupported_content_type",
-                          f"The body must be UTF-8 JSON, not charset {options['charset']!r}.")
+        check_content_type(environ.get("CONTENT_TYPE", ""))
         raw = read_body(environ, limits.max_body_bytes)
         document = parse_json(decode_body(raw, environ.get("HTTP_CONTENT_ENCODING", ""), limits.max_body_bytes),
                               limits.max_json_depth)
@@ -142,14 +132,15 @@ class GatewayApp:
                           "this gateway is set to refuse images, audio and files.")
         # Text that normalises to nothing (zero-width characters only) is nothing a model reads; a request made
         # only of such text is refused like an empty one, never allowed unscanned.
-        units, texts = [], []
-        for unit in scan_units(collector.segments):
-            text = normalize_for_scan(unit.text)
-            if text.strip():
-                units.append(unit)
-                texts.append(text)
+        units = scan_units(collector.segments)
         if not units:
             raise Refusal(400, "nothing_to_scan", "The request has no text to scan; send at least one message.")
+        texts = [unit.text for unit in units]
+        calls = sum(len(pieces(text)) for text in texts)
+        if calls > limits.max_scan_units:
+            raise Refusal(413, "too_many_texts", f"The request holds {calls} texts to scan, more than this gateway's "
+                          f"limit of {limits.max_scan_units}; send fewer messages or parts (or ask the operator to "
+                          "raise [limits] max_scan_units).")
 
         scan_started = time.monotonic()
         try:
@@ -157,7 +148,9 @@ class GatewayApp:
         except ScannerUnavailable as problem:
             record["scan_ms"] = round((time.monotonic() - scan_started) * 1000, 2)
             record["scanner_problem"] = str(problem)
-            if self.settings.scanner.fail_mode == "open":
+            # Fail-open is for a scanner that is down or slow on a normal request; a deadline run out by the
+            # request's own size is never a way to buy an unjudged relay.
+            if self.settings.scanner.fail_mode == "open" and not problem.queued:
                 record["decision"] = "fail_open"
                 return self._relay(environ, start_response, route, path, raw, record, started)
             record["decision"] = "fail_closed"
@@ -184,14 +177,10 @@ class GatewayApp:
 
     def _extract(self, fmt: WireFormat, path: str, document: dict) -> Collector:
         try:
-            return fmt.extract(path, document)
+            return fmt.extract(path, document, lenient=self.settings.policy.unknown_shapes == "scan_strings")
         except UnknownShape as unknown:
-            if self.settings.policy.unknown_shapes != "scan_strings":
-                raise Refusal(400, "unrecognized_request", f"The gateway cannot read {unknown.where}: {unknown.what}. "
-                              "It refuses what it cannot scan.") from None
-            collector = Collector()
-            collector.strings(document, "body")
-            return collector
+            raise Refusal(400, "unrecognized_request", f"The gateway cannot read {unknown.where}: {unknown.what}. "
+                          "It refuses what it cannot scan.") from None
 
     def _relay(self, environ, start_response, route: Route, path: str, body: bytes, record, started):
         query = environ.get("QUERY_STRING", "")

@@ -11,12 +11,28 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from typing import Any
 
 from .refusal import Refusal
 
 _READ_CHUNK = 64 * 1024
+# The one Content-Type spelling read: JSON, with at most one plain `charset=utf-8`. Parsers disagree on the rest
+# (RFC 2231's `charset*=`, a repeated charset, quoting, escapes), and a provider that honours another charset
+# (utf-7, latin-1) would read other text than the scanner judged.
+_JSON_CONTENT_TYPE = re.compile(r"application/json(?:\s*;\s*charset=utf-?8)?\s*", re.IGNORECASE)
+
+
+def check_content_type(value: str) -> None:
+    """415 unless the request says UTF-8 JSON in the one spelling every parser reads the same way."""
+    if _JSON_CONTENT_TYPE.fullmatch(value.strip()):
+        return
+    kind = value.split(";", 1)[0].strip().lower()
+    if kind != "application/json":
+        raise Refusal(415, "unsupported_content_type", f"The body must be application/json, not {kind or 'unspecified'!r}.")
+    raise Refusal(415, "unsupported_content_type", f"The Content-Type {value[:100]!r} is not read: send "
+                  "'application/json' or 'application/json; charset=utf-8' (the body must be UTF-8).")
 
 
 def _too_large(max_bytes: int) -> Refusal:

@@ -32,6 +32,10 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 # Real requests nest a handful of levels; a cap far below Python's recursion limit keeps parsing safe.
 DEFAULT_MAX_JSON_DEPTH = 64
+# Scan calls one request may cost (a text over 100,000 characters counts once per piece): an agent's long history
+# of tool calls and results stays well under it, while a body of thousands of tiny parts is refused before any
+# scan instead of costing thousands of scans (or, against the deadline, running the scanner out of time).
+DEFAULT_MAX_SCAN_UNITS = 1024
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # Per socket read, not per response: a long generation may pause between tokens but never this long.
 DEFAULT_READ_TIMEOUT = 600.0
@@ -80,6 +84,7 @@ class PolicySettings:
 class LimitSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    max_scan_units: int = DEFAULT_MAX_SCAN_UNITS
 
 
 @dataclass(frozen=True)
@@ -304,6 +309,7 @@ _POLICY_KEYS: dict[str, Callable[[str], object]] = {
 _LIMIT_KEYS: dict[str, Callable[[str], object]] = {
     "max_body_bytes": _positive_int,
     "max_json_depth": _positive_int,
+    "max_scan_units": _positive_int,
 }
 _UPSTREAM_KEYS: dict[str, Callable[[str], object]] = {
     "connect_timeout": _positive_float,

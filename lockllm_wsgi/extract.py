@@ -12,11 +12,13 @@ history reuses the cached verdicts of every unit it already sent::
 
 from __future__ import annotations
 
-import base64
-import binascii
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
+
+from . import files
+from .normalize import collapse_whitespace, normalize_for_scan
 
 # Characters of the text before a segment scanned with it: enough to hold the start of an instruction split
 # across messages or parts, small enough that a resent conversation scans well under twice its length
@@ -42,8 +44,14 @@ class Segment:
 
 @dataclass
 class Collector:
-    """Gathers segments and the parts that cannot be scanned as text (images, audio, files)."""
+    """Gathers segments and the parts that cannot be scanned as text (images, audio, binary files).
 
+    `lenient` is `[policy] unknown_shapes = scan_strings`: an unknown key or part type is then collected as plain
+    strings (its key names too) while the rest of the body is still read as the format knows it; otherwise it
+    raises `UnknownShape`. A value of the wrong type is malformed either way, and always raises.
+    """
+
+    lenient: bool = False
     segments: list[Segment] = field(default_factory=list)
     non_text: list[str] = field(default_factory=list)
 
@@ -61,20 +69,67 @@ class Collector:
         for path, text in iter_strings(value, where):
             self.text(text, path, role)
 
+    def json_text(self, value: Any, where: str, role: str | None = None) -> None:
+        """Tool-call arguments: a string of JSON, which chat templates print decoded. Escapes (`\\u0049`) hide
+        text from a scan of the raw string, so when there are any the decoded strings are collected too."""
+        self.text(value, where, role)
+        if isinstance(value, str) and "\\" in value:
+            try:
+                decoded = json.loads(value)
+            except (ValueError, RecursionError):
+                return  # not JSON: the model reads the raw string, which was collected
+            self.strings(decoded, f"{where}<decoded>", role)
+
     def binary(self, where: str) -> None:
         self.non_text.append(where)
 
-    def encoded_text(self, data: Any, where: str, role: str | None = None) -> None:
-        """A base64 text file (plain text, Markdown, CSV, HTML, JSON, code): the model reads it as text, so it is
-        decoded and scanned; data that is not base64 of UTF-8 is refused, since the provider might read it anyway."""
-        if not isinstance(data, str):
-            raise UnknownShape(where, f"expected base64 text, found {type(data).__name__}")
-        compact = re.sub(r"\s+", "", data).replace("-", "+").replace("_", "/")
+    def identifier(self, value: Any, where: str, role: str | None, syntax: re.Pattern) -> None:
+        """An id field: skipped when it has the provider's documented id syntax exactly, judged otherwise."""
+        if not (isinstance(value, str) and syntax.fullmatch(value)):
+            self.text(value, where, role)
+
+    def file(self, data: Any, where: str, role: str | None, media_type: Any = None, filename: Any = None) -> None:
+        """Base64 file bytes: text (by declared type, file name or content) is scanned, anything else is non-text."""
         try:
-            text = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True).decode("utf-8-sig")
-        except (binascii.Error, ValueError):
-            raise UnknownShape(where, "a text file must be base64 of UTF-8 text") from None
+            self._file_bytes(files.decode_base64(data), where, role, media_type, files.is_text_filename(filename))
+        except ValueError as problem:
+            raise UnknownShape(where, str(problem)) from None
+
+    def url(self, value: Any, where: str, role: str | None) -> None:
+        """A file or image URL: a `data:` URL's bytes are read like any inline file; a remote URL is non-text."""
+        if not isinstance(value, str):
+            raise UnknownShape(where, f"expected a URL, found {type(value).__name__}")
+        if value[:5].lower() != "data:":
+            self.binary(where)
+            return
+        try:
+            media_type, data = files.data_url(value)
+            self._file_bytes(data, where, role, media_type, False)
+        except ValueError as problem:
+            raise UnknownShape(where, str(problem)) from None
+
+    def _file_bytes(self, data: bytes, where: str, role: str | None, media_type: Any, text_declared: bool) -> None:
+        text = files.inline_text(data, media_type, text_declared)
+        if text is None:
+            self.binary(where)
+            return
         self.text(text, where, role)
+        converted = files.markup_text(text)
+        if converted is not None:
+            self.text(converted, f"{where}<as text>", role)
+
+    def keys(self, obj: Mapping[str, Any], known: frozenset[str], prefix: str) -> None:
+        """Every key of an object the format reads must be known: a field added to an API later, or a case
+        variant (`Text` beside `text`) a case-insensitive parser would take, must not carry text past the scanner."""
+        for key in obj:
+            if key not in known:
+                self.unknown({key: obj[key]}, f"{prefix}{key}", "is not a field this gateway knows; it cannot be scanned")
+
+    def unknown(self, value: Any, where: str, what: str) -> None:
+        """A key or part the format does not know: refused, or in lenient mode scanned as plain strings."""
+        if not self.lenient:
+            raise UnknownShape(where, what)
+        self.strings(value, where)
 
 
 def iter_strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
@@ -88,27 +143,6 @@ def iter_strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from iter_strings(item, f"{where}[{index}]")
-
-
-# Media types of files a model reads as text (Gemini, OpenAI and Bedrock accept these as documents).
-_TEXT_MEDIA = frozenset(
-    """application/json application/xml application/yaml application/x-yaml application/javascript
-    application/x-javascript application/typescript application/x-typescript application/x-python
-    application/x-python-code application/x-sh application/sql application/rtf application/csv
-    application/x-ndjson application/jsonl application/ld+json application/xhtml+xml""".split()
-)
-_TEXT_EXTENSIONS = frozenset(
-    "txt text md markdown csv tsv json jsonl ndjson xml html htm yaml yml py js ts sh sql rtf log ini toml".split()
-)
-
-
-def is_text_media(media_type: Any) -> bool:
-    kind = media_type.split(";", 1)[0].strip().lower() if isinstance(media_type, str) else ""
-    return kind.startswith("text/") or kind in _TEXT_MEDIA or kind.endswith(("+json", "+xml"))
-
-
-def is_text_filename(filename: Any) -> bool:
-    return isinstance(filename, str) and filename.rsplit(".", 1)[-1].strip().lower() in _TEXT_EXTENSIONS
 
 
 def as_list(value: Any, where: str) -> list:
@@ -125,18 +159,27 @@ def as_object(value: Any, where: str) -> dict:
 
 @dataclass(frozen=True)
 class ScanUnit:
-    """One text sent to the scanner: a segment, preceded by the tail of the segment before it."""
+    """One text sent to the scanner: a segment's normalised text, preceded by the tail of what came before it."""
 
     text: str
     segment: Segment
 
 
 def scan_units(segments: list[Segment], context_chars: int = DEFAULT_CONTEXT_CHARS) -> list[ScanUnit]:
-    # The context is the tail of everything before the segment, not of one segment: an injection cut into many
-    # short parts (a model reads a message's parts as one text) is still seen whole within the context window.
+    """The scan units of a request, in order; a segment with nothing visible gives none.
+
+    The context is the tail of everything before the segment, not of one segment: an injection cut into many short
+    parts (a model reads a message's parts as one text) is still seen whole within the window. It is measured in
+    the normalised text, whose invisible characters are gone and whose whitespace runs are one character each, so
+    no padding of invisible or blank characters, however long, can push the first half out of the window.
+    """
     units: list[ScanUnit] = []
     context = ""
     for segment in segments:
-        units.append(ScanUnit(f"{context}\n{segment.text}" if context else segment.text, segment))
-        context = units[-1].text[-context_chars:]
+        text = normalize_for_scan(segment.text)
+        if not text.strip():
+            continue
+        joined = collapse_whitespace(f"{context}\n{text}") if context else text
+        units.append(ScanUnit(joined, segment))
+        context = joined[-context_chars:]
     return units

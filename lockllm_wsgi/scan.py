@@ -36,8 +36,9 @@ MAX_SCAN_CHARS = 100_000
 # Overlap between pieces, so a phrase cut at a piece boundary is whole in one of them.
 PIECE_OVERLAP_CHARS = 2_000
 # Parallel scan calls per process: the texts of one request are scanned at once, so a cache-miss request costs
-# about one scan round trip, not one per message.
-DEFAULT_SCAN_WORKERS = 16
+# about one scan round trip, not one per message; 32 judges the 64 fresh texts of a long first turn in two round
+# trips (benchmarks/first_turn.py), and each worker is one idle thread and one pooled connection at rest.
+DEFAULT_SCAN_WORKERS = 32
 BACKOFF_BASE_SECONDS = 0.1
 # Verdicts kept in process memory in front of the SQLite cache (keyed by a hash of the text, never the text): a
 # resent history is answered without a pool hand-off, a SQLite read and requests-cache's deserialisation, which
@@ -46,7 +47,15 @@ DEFAULT_MEMO_ENTRIES = 4096
 
 
 class ScannerUnavailable(Exception):
-    """No usable verdict within the deadline; the message says why, for logs (it never contains prompt text)."""
+    """No usable verdict within the deadline; the message says why, for logs (it never contains prompt text).
+
+    `queued` is True when the deadline passed with some of the request's scans not even started: the request's own
+    size (or the load on this process) ran out the time, not a sick scanner, so no fail mode may open on it.
+    """
+
+    def __init__(self, message: str, queued: bool = False):
+        super().__init__(message)
+        self.queued = queued
 
 
 @dataclass(frozen=True)
@@ -169,14 +178,18 @@ class LockLLMScanner:
 
     def scan(self, texts: Sequence[str], deadline: float) -> list[Verdict]:
         """One verdict per text, in order; raises ScannerUnavailable if any text cannot be judged in time."""
-        jobs = [[self._submit(piece, deadline) for piece in pieces(text)] for text in texts]
-        futures = [future for job in jobs for future in job]
+        # A text repeated within the request (a resent tool result, the same file twice) is scanned once.
+        submitted: dict[str, Future] = {}
+        jobs = [[submitted.get(piece) or submitted.setdefault(piece, self._submit(piece, deadline))
+                 for piece in pieces(text)] for text in texts]
+        futures = list(submitted.values())
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
+        never_started = [future.cancel() for future in pending]
         failure = next((future.exception() for future in done if future.exception() is not None), None)
         if failure is None and pending:
-            raise ScannerUnavailable(f"no verdict within the scan deadline of {self.settings.timeout:g}s")
+            raise ScannerUnavailable(f"no verdict within the scan deadline of {self.settings.timeout:g}s"
+                                     + (" (scans of this request were still queued)" if any(never_started) else ""),
+                                     queued=any(never_started))
         if isinstance(failure, ScannerUnavailable):
             raise failure
         if failure is not None:

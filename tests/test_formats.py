@@ -3,6 +3,8 @@ shapes are refused, and errors come out in the provider's own shape."""
 
 from __future__ import annotations
 
+import base64
+
 import json
 
 import pytest
@@ -13,6 +15,8 @@ from lockllm_wsgi.refusal import Refusal
 
 T = "INJECTED TEXT"
 IMG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+# The first bytes of a real PDF: its second line is a comment of high bytes, so it is not text.
+PDF = base64.b64encode(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n").decode()
 
 
 def collected(fmt: str, path: str, body: dict) -> dict[str, tuple[str, str | None]]:
@@ -225,22 +229,22 @@ def test_text_at_every_field_path_is_collected_with_its_where(fmt, path, body, w
 
 BINARY_PARTS = [
     pytest.param("anthropic", "/v1/messages", anthropic(user({"type": "image", "source": IMG})),
-                 "messages[0].content[0]", id="anthropic-image"),
+                 "messages[0].content[0].source.data", id="anthropic-image"),
     pytest.param("anthropic", "/v1/messages", anthropic(user(
         {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": IMG}]})),
-        "messages[0].content[0].content[0]", id="anthropic-image-in-tool-result"),
+        "messages[0].content[0].content[0].source.data", id="anthropic-image-in-tool-result"),
     pytest.param("bedrock", CONVERSE, converse({"image": {"format": "png", "source": {"bytes": "iVBO"}}}),
-                 "messages[0].content[0].image", id="bedrock-image"),
-    pytest.param("bedrock", CONVERSE, converse({"document": {"name": "d", "format": "pdf", "source": {"bytes": "J"}}}),
-                 "messages[0].content[0].document", id="bedrock-pdf"),
+                 "messages[0].content[0].image.source.bytes", id="bedrock-image"),
+    pytest.param("bedrock", CONVERSE, converse({"document": {"name": "d", "format": "pdf", "source": {"bytes": PDF}}}),
+                 "messages[0].content[0].document.source.bytes", id="bedrock-pdf"),
     pytest.param("cohere", "/v2/chat", {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}]}, "messages[0].content[0]",
-        id="cohere-v2-image"),
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}}]}]},
+        "messages[0].content[0].image_url.url", id="cohere-v2-image"),
     pytest.param("anthropic", "/v1/messages", anthropic(user(
-        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBER"}})),
-        "messages[0].content[0]", id="anthropic-pdf"),
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}})),
+        "messages[0].content[0].source.data", id="anthropic-pdf"),
     pytest.param("gemini", GEN, gemini({"inlineData": {"mimeType": "image/png", "data": "iVBO"}}),
-                 "contents[0].parts[0].inlineData", id="gemini-inline-data"),
+                 "contents[0].parts[0].inlineData.data", id="gemini-inline-data"),
     pytest.param("gemini", GEN, gemini({"file_data": {"file_uri": "gs://b/f.pdf"}}),
                  "contents[0].parts[0].fileData", id="gemini-file-data"),
 ]

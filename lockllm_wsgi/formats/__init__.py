@@ -30,13 +30,17 @@ class WireFormat:
     # (compiled path pattern, walker): the first pattern that matches the path after the route prefix wins.
     endpoints: tuple[tuple[re.Pattern, Walker], ...] = ()
 
-    def extract(self, path: str, body: dict) -> Collector:
+    def extract(self, path: str, body: dict, lenient: bool = False) -> Collector:
+        """The body's segments; `lenient` (unknown_shapes = scan_strings) scans what is unknown as plain strings."""
+        collector = Collector(lenient=lenient)
         for pattern, walk in self.endpoints:
             if pattern.search(path):
-                collector = Collector()
                 walk(body, collector)
                 return collector
-        raise UnknownShape("path", f"{path} is not an endpoint the {self.name} format knows how to scan")
+        if not lenient:
+            raise UnknownShape("path", f"{path} is not an endpoint the {self.name} format knows how to scan")
+        collector.strings(body, "body")  # an endpoint the format does not know: nothing in it is known either
+        return collector
 
     def is_stream(self, path: str, body: Mapping[str, Any]) -> bool:
         return body.get("stream") is True
@@ -54,11 +58,14 @@ def json_bytes(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
-def check_keys(body: Mapping[str, Any], known: frozenset[str], where: str) -> None:
-    """Refuse any key outside `known`: a field added to an API later must not smuggle text past the scanner."""
-    for key in body:
-        if key not in known:
-            raise UnknownShape(f"{where}{key}", "is not a field this gateway knows; it cannot be scanned")
+def known_role(value: Any, known: frozenset[str], where: str) -> str:
+    """A message's role, which must be one the format defines: a chat template prints the role as it is, so an
+    invented one ("system_override", "User") is text the model reads that no scan judged."""
+    if not isinstance(value, str):
+        raise UnknownShape(where, "every message needs a role")
+    if value not in known:
+        raise UnknownShape(where, f"role {value[:40]!r} is not one of {', '.join(sorted(known))}")
+    return value
 
 
 def only_key(block: Mapping[str, Any], keys: frozenset[str], where: str) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..extract import Collector, UnknownShape, as_list, as_object
+from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
-from . import WireFormat, check_keys, json_bytes, with_request_id
+from . import WireFormat, json_bytes, known_role, with_request_id
 
 # Top-level keys that carry no text the model reads; `anthropic_version` and `anthropic_beta` are how the same
 # body is sent to Bedrock's InvokeModel. `mcp_servers` is absent on purpose: the tools it brings are fetched by
@@ -27,27 +27,61 @@ _PLAIN_KEYS = frozenset(
 )
 _BODY_KEYS = _PLAIN_KEYS | {"messages", "system", "tools", "output_format", "output_config"}
 _MESSAGE_KEYS = frozenset({"role", "content"})
-# Image and document source types holding bytes (inline, by URL or uploaded file): not text the scanner can read.
-_BINARY_SOURCES = frozenset({"base64", "url", "file"})
+# `system` messages are in the SDK's MessageParam beside the top-level `system`.
+ROLES = frozenset({"user", "assistant", "system"})
+# Tool-use ids as the API generates them (client and server tools; the Vertex and Bedrock spellings); any other
+# value is judged.
+ID_SYNTAX = re.compile(r"(?:srvtoolu|toolu|toolu_vrtx|toolu_bdrk)_01[A-Za-z0-9]{22}")
+_BLOCK_KEYS = {
+    "text": {"text", "citations"},
+    "image": {"source", "transformations"},
+    "document": {"source", "citations", "context", "title"},
+    "search_result": {"content", "source", "title", "citations"},
+    "thinking": {"thinking", "signature"},
+    "redacted_thinking": {"data"},
+    "tool_use": {"id", "input", "name", "caller", "toolset_name"},
+    "server_tool_use": {"id", "input", "name", "caller"},
+    "tool_result": {"tool_use_id", "content", "is_error", "toolset_name"},
+}
+_BLOCK_KEYS = {kind: frozenset(keys | {"type", "cache_control"}) for kind, keys in _BLOCK_KEYS.items()}
+_SOURCE_KEYS = {
+    "base64": frozenset({"type", "media_type", "data"}),
+    "text": frozenset({"type", "media_type", "data"}),
+    "url": frozenset({"type", "url"}),
+    "file": frozenset({"type", "file_id"}),
+    "content": frozenset({"type", "content"}),
+}
 
 
 def _source(block: dict, where: str, role: str | None, collector: Collector) -> None:
-    """An image or document `source`: plain text is scanned, nested content blocks are walked, bytes are not text."""
-    source = as_object(block.get("source"), f"{where}.source")
+    """An image or document `source`: plain text is scanned, nested content blocks are walked, inline bytes are
+    read by type and content (a text file typed as anything is still text); URLs and uploaded files are non-text."""
+    at = f"{where}.source"
+    source = as_object(block.get("source"), at)
     kind = source.get("type")
+    keys = _SOURCE_KEYS.get(kind)
+    if keys is None:
+        collector.unknown(source, f"{at}.type", f"source type {kind!r} is not known")
+        return
+    collector.keys(source, keys, f"{at}.")
     if kind == "text":
-        collector.text(source.get("data"), f"{where}.source.data", role)
+        collector.text(source.get("data"), f"{at}.data", role)
     elif kind == "content":
-        _content(source.get("content"), f"{where}.source.content", role, collector)
-    elif kind in _BINARY_SOURCES:
-        collector.binary(where)
+        _content(source.get("content"), f"{at}.content", role, collector)
+    elif kind == "base64":
+        collector.file(source.get("data"), f"{at}.data", role, source.get("media_type"))
     else:
-        raise UnknownShape(f"{where}.source.type", f"source type {kind!r} is not known")
+        collector.binary(where)
 
 
 def _block(block: Any, where: str, role: str | None, collector: Collector) -> None:
     block = as_object(block, where)
     kind = block.get("type")
+    keys = _BLOCK_KEYS.get(kind)
+    if keys is None:
+        collector.unknown(block, f"{where}.type", f"content block type {kind!r} is not known")
+        return
+    collector.keys(block, keys, f"{where}.")
     if kind == "text":
         collector.text(block.get("text"), f"{where}.text", role)
         if block.get("citations") is not None:
@@ -69,16 +103,19 @@ def _block(block: Any, where: str, role: str | None, collector: Collector) -> No
         # Encrypted by the provider and verified by it on return: no text a client could have written.
         return
     elif kind in ("tool_use", "server_tool_use"):
+        collector.identifier(block.get("id"), f"{where}.id", role, ID_SYNTAX)
         collector.text(block.get("name"), f"{where}.name", role)
+        collector.text(block.get("toolset_name"), f"{where}.toolset_name", role)
+        collector.strings(block.get("caller"), f"{where}.caller", role)
         collector.strings(block.get("input"), f"{where}.input", role)
-    elif kind == "tool_result":
+    else:  # tool_result
+        collector.identifier(block.get("tool_use_id"), f"{where}.tool_use_id", "tool", ID_SYNTAX)
+        collector.text(block.get("toolset_name"), f"{where}.toolset_name", "tool")
         content = block.get("content")
         if isinstance(content, str) or content is None:
             collector.text(content, f"{where}.content", "tool")
         else:
             _content(content, f"{where}.content", "tool", collector)
-    else:
-        raise UnknownShape(f"{where}.type", f"content block type {kind!r} is not known")
 
 
 def _content(content: Any, where: str, role: str | None, collector: Collector) -> None:
@@ -92,15 +129,13 @@ def _content(content: Any, where: str, role: str | None, collector: Collector) -
 
 def messages(body: dict, collector: Collector) -> None:
     """The Messages API body (also count_tokens, and Anthropic bodies on Bedrock InvokeModel)."""
-    check_keys(body, _BODY_KEYS, "")
+    collector.keys(body, _BODY_KEYS, "")
     _content(body.get("system"), "system", "system", collector)
     for index, message in enumerate(as_list(body.get("messages"), "messages")):
         where = f"messages[{index}]"
         message = as_object(message, where)
-        check_keys(message, _MESSAGE_KEYS, f"{where}.")
-        role = message.get("role")
-        if not isinstance(role, str):
-            raise UnknownShape(f"{where}.role", "every message needs a role")
+        collector.keys(message, _MESSAGE_KEYS, f"{where}.")
+        role = known_role(message.get("role"), ROLES, f"{where}.role")
         _content(message.get("content"), f"{where}.content", role, collector)
     for index, tool in enumerate(as_list(body.get("tools") or [], "tools")):
         # Names, descriptions and input schemas are all read by the model.

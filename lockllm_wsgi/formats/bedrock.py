@@ -22,9 +22,9 @@ import threading
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
-from ..extract import Collector, UnknownShape, as_list, as_object
+from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
-from . import WireFormat, check_keys, json_bytes, only_key, with_request_id
+from . import WireFormat, json_bytes, known_role, only_key, with_request_id
 from .anthropic import messages as anthropic_messages
 
 if TYPE_CHECKING:
@@ -56,27 +56,44 @@ _BLOCK_KINDS = frozenset(
     citationsContent searchResult toolAddition toolRemoval json""".split()
 )
 _MEDIA_KINDS = frozenset({"image", "video", "audio"})
-# Document formats that are text: their bytes are what the model reads, so they are decoded and scanned.
-_TEXT_DOCUMENT_FORMATS = frozenset({"txt", "md", "csv", "html"})
+# Document formats declared as text: their bytes must be text. Other formats' bytes are read by content too.
+_TEXT_DOCUMENT_FORMATS = {"txt": "text/plain", "md": "text/markdown", "csv": "text/csv", "html": "text/html"}
+ROLES = frozenset({"user", "assistant", "system"})
+# Tool-use ids as Bedrock generates them; any other value (the API allows any [a-zA-Z0-9_.:-]{1,64}) is judged.
+ID_SYNTAX = re.compile(r"tooluse_[A-Za-z0-9_-]{22}")
 
 
 def _document(document: Any, where: str, role: str | None, collector: Collector) -> None:
     document = as_object(document, where)
-    check_keys(document, frozenset({"format", "name", "source", "context", "citations"}), f"{where}.")
+    collector.keys(document, frozenset({"format", "name", "source", "context", "citations"}), f"{where}.")
     collector.text(document.get("name"), f"{where}.name", role)
     collector.text(document.get("context"), f"{where}.context", role)
     source = as_object(document.get("source"), f"{where}.source")
     kind = only_key(source, frozenset({"bytes", "s3Location", "text", "content"}), f"{where}.source")
-    check_keys(source, frozenset({kind}), f"{where}.source.")
+    collector.keys(source, frozenset({kind}), f"{where}.source.")
     if kind == "text":
         collector.text(source["text"], f"{where}.source.text", role)
     elif kind == "content":
         for index, item in enumerate(as_list(source["content"], f"{where}.source.content")):
             item = as_object(item, f"{where}.source.content[{index}]")
-            check_keys(item, frozenset({"text"}), f"{where}.source.content[{index}].")
+            collector.keys(item, frozenset({"text"}), f"{where}.source.content[{index}].")
             collector.text(item.get("text"), f"{where}.source.content[{index}].text", role)
-    elif kind == "bytes" and str(document.get("format", "")).lower() in _TEXT_DOCUMENT_FORMATS:
-        collector.encoded_text(source["bytes"], f"{where}.source.bytes", role)
+    elif kind == "bytes":
+        media_type = _TEXT_DOCUMENT_FORMATS.get(str(document.get("format", "")).lower())
+        collector.file(source["bytes"], f"{where}.source.bytes", role, media_type)
+    else:
+        collector.binary(where)
+
+
+def _media(value: Any, where: str, role: str | None, collector: Collector) -> None:
+    """An image, video or audio block: inline bytes are read by content (text inside is text), S3 is non-text."""
+    value = as_object(value, where)
+    collector.keys(value, frozenset({"format", "source", "error"}), f"{where}.")
+    source = as_object(value.get("source"), f"{where}.source")
+    kind = only_key(source, frozenset({"bytes", "s3Location"}), f"{where}.source")
+    collector.keys(source, frozenset({kind}), f"{where}.source.")
+    if kind == "bytes":
+        collector.file(source["bytes"], f"{where}.source.bytes", role)
     else:
         collector.binary(where)
 
@@ -84,7 +101,9 @@ def _document(document: Any, where: str, role: str | None, collector: Collector)
 def _text_items(items: Any, where: str, role: str | None, collector: Collector) -> None:
     """A list of `{"text": ...}` objects (search-result and citation content)."""
     for index, item in enumerate(as_list(items or [], where)):
-        collector.text(as_object(item, f"{where}[{index}]").get("text"), f"{where}[{index}].text", role)
+        item = as_object(item, f"{where}[{index}]")
+        collector.keys(item, frozenset({"text"}), f"{where}[{index}].")
+        collector.text(item.get("text"), f"{where}[{index}].text", role)
 
 
 def _block(block: Any, where: str, role: str | None, collector: Collector) -> None:
@@ -92,43 +111,54 @@ def _block(block: Any, where: str, role: str | None, collector: Collector) -> No
     block = as_object(block, where)
     kind = only_key(block, _BLOCK_KINDS, where)
     # A content block is a union: one member, nothing beside it (a second key is text nobody scanned).
-    check_keys(block, frozenset({kind}), f"{where}.")
+    collector.keys(block, frozenset({kind}), f"{where}.")
     value = block[kind]
     at = f"{where}.{kind}"
     if kind == "text":
         collector.text(value, at, role)
     elif kind in _MEDIA_KINDS:
-        collector.binary(at)
+        _media(value, at, role, collector)
     elif kind == "document":
         _document(value, at, role, collector)
     elif kind == "toolUse":
         value = as_object(value, at)
-        check_keys(value, frozenset({"toolUseId", "name", "input", "type"}), f"{at}.")
+        collector.keys(value, frozenset({"toolUseId", "name", "input", "type"}), f"{at}.")
+        collector.identifier(value.get("toolUseId"), f"{at}.toolUseId", role, ID_SYNTAX)
         collector.text(value.get("name"), f"{at}.name", role)
         collector.strings(value.get("input"), f"{at}.input", role)
     elif kind == "toolResult":
         value = as_object(value, at)
-        check_keys(value, frozenset({"toolUseId", "content", "status", "type"}), f"{at}.")
+        collector.keys(value, frozenset({"toolUseId", "content", "status", "type"}), f"{at}.")
+        collector.identifier(value.get("toolUseId"), f"{at}.toolUseId", "tool", ID_SYNTAX)
         for index, item in enumerate(as_list(value.get("content") or [], f"{at}.content")):
             _block(item, f"{at}.content[{index}]", "tool", collector)
     elif kind == "json":
         collector.strings(value, at, role)
     elif kind == "guardContent":
         guarded = as_object(value, at)
-        if "text" in guarded:
-            collector.text(as_object(guarded["text"], f"{at}.text").get("text"), f"{at}.text.text", role)
+        member = only_key(guarded, frozenset({"text", "image"}), at)
+        collector.keys(guarded, frozenset({member}), f"{at}.")
+        if member == "text":
+            text = as_object(guarded["text"], f"{at}.text")
+            collector.keys(text, frozenset({"text", "qualifiers"}), f"{at}.text.")
+            collector.text(text.get("text"), f"{at}.text.text", role)
         else:
-            collector.binary(at)
+            _media(guarded["image"], f"{at}.image", role, collector)
     elif kind == "reasoningContent":
         # redactedContent is encrypted by the provider and checked by it on return: no client-written text.
-        reasoning = as_object(as_object(value, at).get("reasoningText") or {}, f"{at}.reasoningText")
+        value = as_object(value, at)
+        collector.keys(value, frozenset({"reasoningText", "redactedContent"}), f"{at}.")
+        reasoning = as_object(value.get("reasoningText") or {}, f"{at}.reasoningText")
+        collector.keys(reasoning, frozenset({"text", "signature"}), f"{at}.reasoningText.")
         collector.text(reasoning.get("text"), f"{at}.reasoningText.text", role)
     elif kind == "citationsContent":
         value = as_object(value, at)
+        collector.keys(value, frozenset({"content", "citations"}), f"{at}.")
         _text_items(value.get("content"), f"{at}.content", role, collector)
         collector.strings(value.get("citations"), f"{at}.citations", role)
     elif kind == "searchResult":
         value = as_object(value, at)
+        collector.keys(value, frozenset({"source", "title", "content", "citations"}), f"{at}.")
         collector.text(value.get("source"), f"{at}.source", role)
         collector.text(value.get("title"), f"{at}.title", role)
         _text_items(value.get("content"), f"{at}.content", role, collector)
@@ -138,19 +168,19 @@ def _block(block: Any, where: str, role: str | None, collector: Collector) -> No
 
 
 def _converse(body: dict, collector: Collector) -> None:
-    check_keys(body, _CONVERSE_KEYS, "")
+    collector.keys(body, _CONVERSE_KEYS, "")
     for index, block in enumerate(as_list(body.get("system") or [], "system")):
         _block(block, f"system[{index}]", "system", collector)
     for index, message in enumerate(as_list(body.get("messages") or [], "messages")):
         where = f"messages[{index}]"
         message = as_object(message, where)
-        check_keys(message, frozenset({"role", "content"}), f"{where}.")
-        role = message.get("role")
-        if not isinstance(role, str):
-            raise UnknownShape(f"{where}.role", "every message needs a role")
+        collector.keys(message, frozenset({"role", "content"}), f"{where}.")
+        role = known_role(message.get("role"), ROLES, f"{where}.role")
         for part, block in enumerate(as_list(message.get("content"), f"{where}.content")):
             _block(block, f"{where}.content[{part}]", role, collector)
-    tools = as_object(body.get("toolConfig") or {}, "toolConfig").get("tools") or []
+    tool_config = as_object(body.get("toolConfig") or {}, "toolConfig")
+    collector.keys(tool_config, frozenset({"tools", "toolChoice"}), "toolConfig.")
+    tools = tool_config.get("tools") or []
     for index, tool in enumerate(as_list(tools, "toolConfig.tools")):
         # Tool names, descriptions and input schemas are all read by the model.
         collector.strings(as_object(tool, f"toolConfig.tools[{index}]"), f"toolConfig.tools[{index}]", "tools")

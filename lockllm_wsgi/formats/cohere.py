@@ -15,9 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..extract import Collector, UnknownShape, as_list, as_object
+from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
-from . import WireFormat, check_keys, json_bytes, with_request_id
+from . import WireFormat, json_bytes, known_role, with_request_id
 
 # Keys with no text the model reads. `connectors` and `conversation_id` make Cohere fetch text itself (web
 # search, stored history): the gateway cannot scan what it never sees, as with OpenAI's stored responses.
@@ -37,6 +37,7 @@ _RERANK_KEYS = frozenset("model query documents top_n rank_fields return_documen
                          "max_tokens_per_doc priority".split())
 # v1 history roles are upper case; the gateway reports them as the v2 roles.
 _V1_ROLES = {"USER": "user", "CHATBOT": "assistant", "SYSTEM": "system", "TOOL": "tool"}
+V2_ROLES = frozenset({"user", "assistant", "system", "tool"})
 
 
 def _free_form(body: dict, keys: tuple[str, ...], role: str, collector: Collector) -> None:
@@ -47,15 +48,13 @@ def _free_form(body: dict, keys: tuple[str, ...], role: str, collector: Collecto
 
 
 def _v1_chat(body: dict, collector: Collector) -> None:
-    check_keys(body, _V1_CHAT_KEYS, "")
+    collector.keys(body, _V1_CHAT_KEYS, "")
     collector.text(body.get("preamble"), "preamble", "system")
     for index, turn in enumerate(as_list(body.get("chat_history") or [], "chat_history")):
         where = f"chat_history[{index}]"
         turn = as_object(turn, where)
-        check_keys(turn, frozenset({"role", "message", "tool_calls", "tool_results"}), f"{where}.")
-        role = _V1_ROLES.get(turn.get("role"))  # type: ignore[arg-type]
-        if role is None:
-            raise UnknownShape(f"{where}.role", f"role {turn.get('role')!r} is not known")
+        collector.keys(turn, frozenset({"role", "message", "tool_calls", "tool_results"}), f"{where}.")
+        role = _V1_ROLES[known_role(turn.get("role"), frozenset(_V1_ROLES), f"{where}.role")]
         collector.text(turn.get("message"), f"{where}.message", role)
         collector.strings(turn.get("tool_calls"), f"{where}.tool_calls", role)
         collector.strings(turn.get("tool_results"), f"{where}.tool_results", "tool")
@@ -80,7 +79,7 @@ def _content(content: Any, where: str, role: str, collector: Collector) -> None:
         kind = part.get("type")
         # Only the part's own field beside its type: any other key is text nobody scanned.
         if kind in _PART_FIELDS:
-            check_keys(part, frozenset({"type", _PART_FIELDS[kind]}), f"{at}.")
+            collector.keys(part, frozenset({"type", _PART_FIELDS[kind]}), f"{at}.")
         if kind == "text":
             collector.text(part.get("text"), f"{at}.text", role)
         elif kind == "thinking":
@@ -88,24 +87,42 @@ def _content(content: Any, where: str, role: str, collector: Collector) -> None:
         elif kind == "document":
             collector.strings(part.get("document"), f"{at}.document", role)
         elif kind == "image_url":
-            collector.binary(at)
+            image = part.get("image_url")
+            if isinstance(image, dict):
+                collector.keys(image, frozenset({"url", "detail"}), f"{at}.image_url.")
+                collector.url(image.get("url"), f"{at}.image_url.url", role)
+            else:
+                collector.url(image, f"{at}.image_url", role)
         else:
-            raise UnknownShape(f"{at}.type", f"content part type {kind!r} is not known")
+            collector.unknown(part, f"{at}.type", f"content part type {kind!r} is not known")
+
+
+def _tool_calls(calls: Any, where: str, role: str, collector: Collector) -> None:
+    """v2 tool calls: the id and name as text, the arguments as the JSON text the model wrote (decoded too)."""
+    for index, call in enumerate(as_list(calls or [], where)):
+        at = f"{where}[{index}]"
+        call = as_object(call, at)
+        collector.keys(call, frozenset({"id", "type", "function"}), f"{at}.")
+        collector.text(call.get("id"), f"{at}.id", role)
+        function = as_object(call.get("function") or {}, f"{at}.function")
+        collector.keys(function, frozenset({"name", "arguments"}), f"{at}.function.")
+        collector.text(function.get("name"), f"{at}.function.name", role)
+        collector.json_text(function.get("arguments"), f"{at}.function.arguments", role)
 
 
 def _v2_chat(body: dict, collector: Collector) -> None:
-    check_keys(body, _V2_CHAT_KEYS, "")
+    collector.keys(body, _V2_CHAT_KEYS, "")
     for index, message in enumerate(as_list(body.get("messages"), "messages")):
         where = f"messages[{index}]"
         message = as_object(message, where)
-        check_keys(message, frozenset({"role", "content", "tool_calls", "tool_plan", "tool_call_id", "citations"}),
+        collector.keys(message, frozenset({"role", "content", "tool_calls", "tool_plan", "tool_call_id", "citations"}),
                    f"{where}.")
-        role = message.get("role")
-        if not isinstance(role, str):
-            raise UnknownShape(f"{where}.role", "every message needs a role")
+        role = known_role(message.get("role"), V2_ROLES, f"{where}.role")
         _content(message.get("content"), f"{where}.content", role, collector)
         collector.text(message.get("tool_plan"), f"{where}.tool_plan", role)
-        collector.strings(message.get("tool_calls"), f"{where}.tool_calls", role)
+        # Cohere's call ids embed the tool's name (any text), so no syntax makes one safe to skip: all are judged.
+        collector.text(message.get("tool_call_id"), f"{where}.tool_call_id", role)
+        _tool_calls(message.get("tool_calls"), f"{where}.tool_calls", role, collector)
         collector.strings(message.get("citations"), f"{where}.citations", role)
     _free_form(body, ("documents",), "document", collector)
     _free_form(body, ("tools",), "tools", collector)
@@ -113,19 +130,19 @@ def _v2_chat(body: dict, collector: Collector) -> None:
 
 
 def _embed(body: dict, collector: Collector) -> None:
-    check_keys(body, _EMBED_KEYS, "")
+    collector.keys(body, _EMBED_KEYS, "")
     for index, text in enumerate(as_list(body.get("texts") or [], "texts")):
         collector.text(text, f"texts[{index}]", "user")
-    for index, _ in enumerate(as_list(body.get("images") or [], "images")):
-        collector.binary(f"images[{index}]")
+    for index, image in enumerate(as_list(body.get("images") or [], "images")):
+        collector.url(image, f"images[{index}]", "user")
     for index, item in enumerate(as_list(body.get("inputs") or [], "inputs")):
         where = f"inputs[{index}]"
-        check_keys(as_object(item, where), frozenset({"content"}), f"{where}.")
+        collector.keys(as_object(item, where), frozenset({"content"}), f"{where}.")
         _content(as_object(item, where).get("content"), f"{where}.content", "user", collector)
 
 
 def _rerank(body: dict, collector: Collector) -> None:
-    check_keys(body, _RERANK_KEYS, "")
+    collector.keys(body, _RERANK_KEYS, "")
     collector.text(body.get("query"), "query", "user")
     _free_form(body, ("documents",), "document", collector)
 

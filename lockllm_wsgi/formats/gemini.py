@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
-from ..extract import Collector, UnknownShape, as_list, as_object, is_text_media
+from ..extract import Collector, UnknownShape, as_list, as_object
 from ..refusal import Refusal
-from . import WireFormat, json_bytes, only_key, with_request_id
+from . import WireFormat, json_bytes, known_role, only_key, with_request_id
 
 # google.rpc.Code names by HTTP status, as the Gemini API documents them in its error table.
 STATUS_NAMES = {
@@ -34,6 +34,7 @@ STATUS_NAMES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
+ROLES = frozenset({"user", "model", "function"})
 _PART_DATA = frozenset({"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
                         "codeExecutionResult"})
 _PART_META = ("thought", "thoughtSignature", "videoMetadata", "mediaResolution", "partMetadata")
@@ -48,7 +49,7 @@ def _snake(name: str) -> str:
     return re.sub(r"[A-Z]", lambda match: "_" + match.group().lower(), name)
 
 
-def fields(obj: Any, known: Iterable[str], where: str) -> dict[str, Any]:
+def fields(obj: Any, known: Iterable[str], where: str, collector: Collector) -> dict[str, Any]:
     """The object's fields under their camelCase names; unknown keys and a field spelt both ways are refused."""
     obj = as_object(obj, where)
     spellings = {spelling: name for name in known for spelling in (name, _snake(name))}
@@ -56,7 +57,8 @@ def fields(obj: Any, known: Iterable[str], where: str) -> dict[str, Any]:
     for key, value in obj.items():
         name = spellings.get(key)
         if name is None:
-            raise UnknownShape(_join(where, key), "is not a field this gateway knows; it cannot be scanned")
+            collector.unknown({key: value}, _join(where, key), "is not a field this gateway knows; it cannot be scanned")
+            continue
         if name in found:
             raise UnknownShape(_join(where, key), f"is given twice, as {name} and {_snake(name)}; send one spelling")
         found[name] = value
@@ -68,17 +70,15 @@ def _join(where: str, name: str) -> str:
 
 
 def _blob(value: Any, at: str, role: str | None, collector: Collector) -> None:
-    """Inline bytes: a text file (text/plain, Markdown, CSV, code...) is read by the model as text, so it is
-    decoded and scanned; images, audio, video and PDFs are non-text."""
-    blob = fields(value, ("mimeType", "data", "displayName"), at)
-    if is_text_media(blob.get("mimeType")):
-        collector.encoded_text(blob.get("data"), f"{at}.data", role)
-    else:
-        collector.binary(at)
+    """Inline bytes: a text file (by its type or by its content, whatever type it declares) is read by the model as
+    text, so it is decoded and scanned; images, audio, video and PDFs are non-text."""
+    blob = fields(value, ("mimeType", "data", "displayName"), at, collector)
+    collector.text(blob.get("displayName"), f"{at}.displayName", role)
+    collector.file(blob.get("data"), f"{at}.data", role, blob.get("mimeType"))
 
 
 def _part(part: Any, where: str, role: str | None, collector: Collector) -> None:
-    values = fields(part, (*_PART_DATA, *_PART_META), where)
+    values = fields(part, (*_PART_DATA, *_PART_META), where, collector)
     kind = only_key(values, _PART_DATA, where)
     value = values[kind]
     at = f"{where}.{kind}"
@@ -89,33 +89,41 @@ def _part(part: Any, where: str, role: str | None, collector: Collector) -> None
     elif kind == "inlineData":
         _blob(value, at, role, collector)
     elif kind == "fileData":
+        file = fields(value, ("fileUri", "mimeType", "displayName"), at, collector)
+        collector.text(file.get("displayName"), f"{at}.displayName", role)
         collector.binary(at)
     elif kind == "functionCall":
-        call = fields(value, ("id", "name", "args"), at)
+        call = fields(value, ("id", "name", "args"), at, collector)
+        # Gemini documents no syntax for call ids, so every id is judged.
+        collector.text(call.get("id"), f"{at}.id", role)
         collector.text(call.get("name"), f"{at}.name", role)
         collector.strings(call.get("args"), f"{at}.args", role)
     elif kind == "functionResponse":
-        response = fields(value, ("id", "name", "response", "parts", "willContinue", "scheduling"), at)
+        response = fields(value, ("id", "name", "response", "parts", "willContinue", "scheduling"), at, collector)
+        collector.text(response.get("id"), f"{at}.id", "tool")
         collector.text(response.get("name"), f"{at}.name", "tool")
         collector.strings(response.get("response"), f"{at}.response", "tool")
         for index, item in enumerate(as_list(response.get("parts") or [], f"{at}.parts")):
             # Function-response parts carry only inline or file data; anything else (text) is refused.
             item_at = f"{at}.parts[{index}]"
-            values = fields(item, ("inlineData", "fileData"), item_at)
+            values = fields(item, ("inlineData", "fileData"), item_at, collector)
             data = only_key(values, frozenset({"inlineData", "fileData"}), item_at)
             if data == "inlineData":
                 _blob(values[data], f"{item_at}.inlineData", "tool", collector)
             else:
+                fields(values[data], ("fileUri", "mimeType", "displayName"), f"{item_at}.fileData", collector)
                 collector.binary(f"{item_at}.fileData")
     elif kind == "executableCode":
-        collector.text(fields(value, ("language", "code"), at).get("code"), f"{at}.code", role)
+        collector.text(fields(value, ("language", "code"), at, collector).get("code"), f"{at}.code", role)
     else:  # codeExecutionResult
-        collector.text(fields(value, ("outcome", "output"), at).get("output"), f"{at}.output", "tool")
+        collector.text(fields(value, ("outcome", "output"), at, collector).get("output"), f"{at}.output", "tool")
 
 
 def _contents(value: Any, where: str, collector: Collector, role: str | None = None) -> None:
     """One Content: its parts, attributed to `role`, or when None to the content's own role (user by default)."""
-    content = fields(value, ("role", "parts"), where)
+    content = fields(value, ("role", "parts"), where, collector)
+    if content.get("role") is not None:
+        known_role(content["role"], ROLES, _join(where, "role"))
     role = role or content.get("role") or "user"
     for index, part in enumerate(as_list(content.get("parts") or [], _join(where, "parts"))):
         _part(part, f"{_join(where, 'parts')}[{index}]", role, collector)
@@ -132,27 +140,32 @@ def _request(body: Mapping[str, Any], where: str, collector: Collector) -> None:
         collector.strings(as_object(tool, f"{_join(where, 'tools')}[{index}]"), f"{_join(where, 'tools')}[{index}]",
                           "tools")
     if body.get("generationConfig") is not None:
-        collector.strings(body["generationConfig"], _join(where, "generationConfig"), "response_format")
+        # Response schemas (descriptions, enums) are read by the model; stop sequences are only matched against
+        # its output, never read, so they are not judged.
+        config = as_object(body["generationConfig"], _join(where, "generationConfig"))
+        for key, value in config.items():
+            if key not in ("stopSequences", "stop_sequences"):
+                collector.strings({key: value}, _join(where, "generationConfig"), "response_format")
 
 
 def _generate(body: dict, collector: Collector) -> None:
-    _request(fields(body, _REQUEST_KEYS, ""), "", collector)
+    _request(fields(body, _REQUEST_KEYS, "", collector), "", collector)
 
 
 def _count_tokens(body: dict, collector: Collector) -> None:
-    values = fields(body, ("contents", "generateContentRequest"), "")
+    values = fields(body, ("contents", "generateContentRequest"), "", collector)
     _request(values, "", collector)
     if values.get("generateContentRequest") is not None:
-        nested = fields(values["generateContentRequest"], _REQUEST_KEYS, "generateContentRequest")
+        nested = fields(values["generateContentRequest"], _REQUEST_KEYS, "generateContentRequest", collector)
         _request(nested, "generateContentRequest", collector)
 
 
 def _cached_content(body: dict, collector: Collector) -> None:
-    _request(fields(body, _CACHE_KEYS, ""), "", collector)
+    _request(fields(body, _CACHE_KEYS, "", collector), "", collector)
 
 
 def _embed(body: Any, where: str, collector: Collector) -> None:
-    values = fields(body, _EMBED_KEYS, where)
+    values = fields(body, _EMBED_KEYS, where, collector)
     collector.text(values.get("title"), _join(where, "title"), "user")
     _contents(values.get("content"), _join(where, "content"), collector, role="user")
 
@@ -162,7 +175,7 @@ def _embed_one(body: dict, collector: Collector) -> None:
 
 
 def _embed_batch(body: dict, collector: Collector) -> None:
-    for index, request in enumerate(as_list(fields(body, ("requests",), "").get("requests"), "requests")):
+    for index, request in enumerate(as_list(fields(body, ("requests",), "", collector).get("requests"), "requests")):
         _embed(request, f"requests[{index}]", collector)
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 
-from ..extract import Collector, UnknownShape, as_list, as_object, is_text_filename, is_text_media
+from ..extract import Collector, UnknownShape, as_list, as_object
 from ..refusal import Refusal
-from . import Walker, WireFormat, check_keys, json_bytes, with_request_id
+from . import Walker, WireFormat, json_bytes, known_role, with_request_id
 
 # Top-level keys that carry no text the model reads (sampling, routing, bookkeeping). Any other key is unknown
 # and refused, so a field added to the API later cannot smuggle text past the scanner.
@@ -34,35 +34,52 @@ _TEXT_PART_TYPES = {"text": "text", "input_text": "text", "output_text": "text",
 _NON_TEXT_PART_TYPES = frozenset({"image_url", "input_image", "input_audio", "input_file", "file", "audio"})
 # Every key of an object the walker reads is known: a parser that matches keys case-insensitively (Go's
 # encoding/json, behind Ollama's OpenAI layer) would otherwise take `ARGUMENTS` or `TEXT` for the field we read.
-_TEXT_PART_KEYS = frozenset({"type", "text", "refusal", "annotations", "logprobs", "cache_control"})
+_TEXT_PART_KEYS = frozenset({"type", "text", "refusal", "annotations", "logprobs", "cache_control",
+                             "prompt_cache_breakpoint"})
 _NON_TEXT_PART_KEYS = frozenset({"type", "image_url", "input_audio", "file", "file_id", "file_data", "file_url",
-                                 "filename", "detail", "audio", "cache_control"})
+                                 "filename", "detail", "audio", "cache_control", "prompt_cache_breakpoint"})
 _MESSAGE_KEYS = frozenset({"role", "content", "name", "tool_calls", "function_call", "tool_call_id", "refusal",
                            "audio", "prefix"})
-# Tool ids that are plain identifiers are not worth a scan each; anything longer or with spaces is scanned.
-_PLAIN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+RESPONSES_ROLES = frozenset({"system", "developer", "user", "assistant"})
+# Ids a client echoes back, skipped only in the exact syntax the OpenAI API and the OpenAI-compatible servers of
+# presets.py generate (see ID_SYNTAX's sources in docs/formats.md); any other value in an id field is judged.
+ID_SYNTAX = re.compile(
+    r"call_[A-Za-z0-9]{24}"  # OpenAI chat tool calls and Responses call ids; Together (lower case)
+    r"|(?:msg|fc|rs|ctc)_[0-9a-f]{32,64}"  # Responses item ids (32, 48 and 50 hex digits seen)
+    r"|chatcmpl-tool-(?:[0-9a-f]{32}|[0-9a-f]{16})"  # vLLM (uuid4 hex, shortened to 16 in 2025)
+    r"|call_[a-z0-9]{8}"  # Ollama
+    r"|call_[a-z0-9]{4}"  # Groq
+    r"|call_[0-9]{1,3}_(?:[A-Za-z0-9]{24}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"  # DeepSeek
+    r"|[A-Za-z0-9]{9}"  # Mistral
+)
+_FILE_KEYS = frozenset({"file_id", "file_data", "filename", "file_url"})
 
 
 def _id(value, where: str, role: str | None, collector: Collector) -> None:
-    if not (isinstance(value, str) and _PLAIN_ID.fullmatch(value)):
-        collector.text(value, where, role)
+    collector.identifier(value, where, role, ID_SYNTAX)
 
 
 def _file(file: dict, where: str, role: str | None, collector: Collector) -> None:
-    """A file part (`file` in chat, `input_file` in Responses): text files are decoded and scanned."""
+    """A file (`file` in chat, `input_file` in Responses): its bytes are read by type, name and content; an
+    uploaded file (`file_id`) or a remote one (`file_url`) is non-text, fetched where the gateway cannot see it."""
     collector.text(file.get("filename"), f"{where}.filename", role)
     data = file.get("file_data")
-    if isinstance(data, str) and data.startswith("data:"):
-        header, _, payload = data.partition(",")
-        if is_text_media(header[5:].split(";", 1)[0]):
-            if not header.endswith(";base64"):
-                raise UnknownShape(f"{where}.file_data", "a text file must be a base64 data URL")
-            collector.encoded_text(payload, f"{where}.file_data", role)
-            return
-    elif data is not None and is_text_filename(file.get("filename")):
-        collector.encoded_text(data, f"{where}.file_data", role)
-        return
-    collector.binary(where)
+    if data is None:
+        collector.binary(where)
+    elif isinstance(data, str) and data[:5].lower() == "data:":
+        collector.url(data, f"{where}.file_data", role)
+    else:
+        collector.file(data, f"{where}.file_data", role, filename=file.get("filename"))
+
+
+def _image(value, where: str, role: str | None, collector: Collector) -> None:
+    """An image URL: a `data:` URL is read as an inline file (text inside is text), a remote URL is non-text."""
+    if isinstance(value, dict):
+        collector.keys(value, frozenset({"url", "detail"}), f"{where}.")
+        value = value.get("url")
+        where = f"{where}.url"
+    collector.url(value, where, role)
 
 
 def _content(content, where: str, role: str | None, collector: Collector) -> None:
@@ -75,7 +92,7 @@ def _content(content, where: str, role: str | None, collector: Collector) -> Non
         part = as_object(part, part_where)
         kind = part.get("type")
         if kind in _TEXT_PART_TYPES:
-            check_keys(part, _TEXT_PART_KEYS, f"{part_where}.")
+            collector.keys(part, _TEXT_PART_KEYS, f"{part_where}.")
             read = _TEXT_PART_TYPES[kind]
             collector.text(part.get(read), f"{part_where}.{read}", role)
             unread = "refusal" if read == "text" else "text"
@@ -84,17 +101,23 @@ def _content(content, where: str, role: str | None, collector: Collector) -> Non
             if part.get("annotations") is not None:
                 collector.strings(part["annotations"], f"{part_where}.annotations", role)
         elif kind in _NON_TEXT_PART_TYPES:
-            check_keys(part, _NON_TEXT_PART_KEYS, f"{part_where}.")
+            collector.keys(part, _NON_TEXT_PART_KEYS, f"{part_where}.")
             if kind == "file":
                 file = as_object(part.get("file"), f"{part_where}.file")
-                check_keys(file, frozenset({"file_id", "file_data", "filename"}), f"{part_where}.file.")
-                _file(file, part_where, role, collector)
+                collector.keys(file, _FILE_KEYS, f"{part_where}.file.")
+                _file(file, f"{part_where}.file", role, collector)
             elif kind == "input_file":
                 _file(part, part_where, role, collector)
+            elif kind in ("image_url", "input_image") and part.get("image_url") is not None:
+                _image(part["image_url"], f"{part_where}.image_url", role, collector)
+            elif kind == "input_audio" and isinstance(part.get("input_audio"), dict):
+                audio = part["input_audio"]
+                collector.keys(audio, frozenset({"data", "format"}), f"{part_where}.input_audio.")
+                collector.file(audio.get("data"), f"{part_where}.input_audio.data", role, f"audio/{audio.get('format')}")
             else:
                 collector.binary(part_where)
         else:
-            raise UnknownShape(f"{part_where}.type", f"content part type {kind!r} is not known")
+            collector.unknown(part, f"{part_where}.type", f"content part type {kind!r} is not known")
 
 
 def _tools(tools, where: str, collector: Collector) -> None:
@@ -113,20 +136,23 @@ def _tool_calls(calls, where: str, role: str | None, collector: Collector) -> No
     for index, call in enumerate(as_list(calls, where)):
         at = f"{where}[{index}]"
         call = as_object(call, at)
-        check_keys(call, frozenset({"id", "type", "function", "custom"}), f"{at}.")
+        collector.keys(call, frozenset({"id", "type", "function", "custom"}), f"{at}.")
         _id(call.get("id"), f"{at}.id", role, collector)
         kind = "custom" if "custom" in call else "function"
         if "custom" in call and "function" in call:
             raise UnknownShape(f"{at}.custom", "a tool call is either a function or a custom call, not both")
         function = as_object(call.get(kind), f"{at}.{kind}")
         argument = "input" if kind == "custom" else "arguments"
-        check_keys(function, frozenset({"name", argument}), f"{at}.{kind}.")
+        collector.keys(function, frozenset({"name", argument}), f"{at}.{kind}.")
         collector.text(function.get("name"), f"{at}.{kind}.name", role)
-        collector.text(function.get(argument), f"{at}.{kind}.{argument}", role)
+        if kind == "function":
+            collector.json_text(function.get(argument), f"{at}.{kind}.{argument}", role)
+        else:
+            collector.text(function.get(argument), f"{at}.{kind}.{argument}", role)
 
 
 def _chat(body: dict, collector: Collector) -> None:
-    check_keys(
+    collector.keys(
         body, _PLAIN_KEYS | {"messages", "tools", "functions", "response_format", "prediction"}, "",
     )
     if body.get("web_search_options") is not None:
@@ -135,25 +161,23 @@ def _chat(body: dict, collector: Collector) -> None:
     for index, message in enumerate(as_list(body.get("messages"), "messages")):
         where = f"messages[{index}]"
         message = as_object(message, where)
-        role = message.get("role")
-        if not isinstance(role, str):
-            raise UnknownShape(f"{where}.role", "every message needs a role")
+        role = known_role(message.get("role"), CHAT_ROLES, f"{where}.role")
         # `prefix` (Mistral) marks an assistant message the model continues: its content is read like any other.
-        check_keys(message, _MESSAGE_KEYS, f"{where}.")
+        collector.keys(message, _MESSAGE_KEYS, f"{where}.")
         # The participant's name is shown to the model beside its message.
         collector.text(message.get("name"), f"{where}.name", role)
         _content(message.get("content"), f"{where}.content", role, collector)
         _id(message.get("tool_call_id"), f"{where}.tool_call_id", role, collector)
         if message.get("audio") is not None:  # a reference to an earlier audio answer, nothing else
-            check_keys(as_object(message["audio"], f"{where}.audio"), frozenset({"id"}), f"{where}.audio.")
+            collector.keys(as_object(message["audio"], f"{where}.audio"), frozenset({"id"}), f"{where}.audio.")
         collector.text(message.get("refusal"), f"{where}.refusal", role)
         if message.get("tool_calls") is not None:
             _tool_calls(message["tool_calls"], f"{where}.tool_calls", role, collector)
         if message.get("function_call") is not None:
             call = as_object(message["function_call"], f"{where}.function_call")
-            check_keys(call, frozenset({"name", "arguments"}), f"{where}.function_call.")
+            collector.keys(call, frozenset({"name", "arguments"}), f"{where}.function_call.")
             collector.text(call.get("name"), f"{where}.function_call.name", role)
-            collector.text(call.get("arguments"), f"{where}.function_call.arguments", role)
+            collector.json_text(call.get("arguments"), f"{where}.function_call.arguments", role)
     for key in ("tools", "functions"):
         if body.get(key) is not None:
             _tools(body[key], key, collector)
@@ -161,7 +185,7 @@ def _chat(body: dict, collector: Collector) -> None:
         collector.strings(body["response_format"], "response_format", role="response_format")
     if body.get("prediction") is not None:
         prediction = as_object(body["prediction"], "prediction")
-        check_keys(prediction, frozenset({"type", "content"}), "prediction.")
+        collector.keys(prediction, frozenset({"type", "content"}), "prediction.")
         _content(prediction.get("content"), "prediction.content", "prediction", collector)
 
 
@@ -186,13 +210,18 @@ def _response_item(item, where: str, collector: Collector) -> None:
     kind = item.get("type", "message")
     keys = _ITEM_KEYS.get(kind)
     if keys is not None:
-        check_keys(item, keys, f"{where}.")
+        collector.keys(item, keys, f"{where}.")
+    if keys is not None and kind != "item_reference":
+        _id(item.get("id"), f"{where}.id", "assistant", collector)
     if kind == "message":
-        _content(item.get("content"), f"{where}.content", item.get("role"), collector)
+        role = known_role(item.get("role"), RESPONSES_ROLES, f"{where}.role")
+        _content(item.get("content"), f"{where}.content", role, collector)
     elif kind in ("function_call", "custom_tool_call"):
         collector.text(item.get("name"), f"{where}.name", "assistant")
-        argument = "arguments" if kind == "function_call" else "input"
-        collector.text(item.get(argument), f"{where}.{argument}", "assistant")
+        if kind == "function_call":
+            collector.json_text(item.get("arguments"), f"{where}.arguments", "assistant")
+        else:
+            collector.text(item.get("input"), f"{where}.input", "assistant")
         _id(item.get("call_id"), f"{where}.call_id", "assistant", collector)
     elif kind in ("function_call_output", "custom_tool_call_output"):
         _id(item.get("call_id"), f"{where}.call_id", "tool", collector)
@@ -206,17 +235,17 @@ def _response_item(item, where: str, collector: Collector) -> None:
         for key in ("summary", "content"):
             for index, entry in enumerate(as_list(item.get(key) or [], f"{where}.{key}")):
                 entry = as_object(entry, f"{where}.{key}[{index}]")
-                check_keys(entry, frozenset({"type", "text"}), f"{where}.{key}[{index}].")
+                collector.keys(entry, frozenset({"type", "text"}), f"{where}.{key}[{index}].")
                 collector.text(entry.get("text"), f"{where}.{key}[{index}].text", "assistant")
     elif kind == "item_reference":
         # A reference to an item stored at the provider: its text was scanned when it was first sent.
-        return
+        _id(item.get("id"), f"{where}.id", "assistant", collector)
     else:
-        raise UnknownShape(f"{where}.type", f"input item type {kind!r} is not known")
+        collector.unknown(item, f"{where}.type", f"input item type {kind!r} is not known")
 
 
 def _responses(body: dict, collector: Collector) -> None:
-    check_keys(body, _PLAIN_KEYS | {"input", "instructions", "tools", "text", "prompt"}, "")
+    collector.keys(body, _PLAIN_KEYS | {"input", "instructions", "tools", "text", "prompt"}, "")
     collector.text(body.get("instructions"), "instructions", "system")
     value = body.get("input")
     if isinstance(value, str) or value is None:
@@ -229,8 +258,28 @@ def _responses(body: dict, collector: Collector) -> None:
     if body.get("text") is not None:
         collector.strings(body["text"], "text", role="response_format")
     if body.get("prompt") is not None:
-        # A stored prompt template's variables are text the model reads.
-        collector.strings(as_object(body["prompt"], "prompt").get("variables") or {}, "prompt.variables", "user")
+        _prompt(as_object(body["prompt"], "prompt"), collector)
+
+
+# A stored prompt's id (`pmpt_` and hex) and version (digits); its text was written at the provider, its
+# variables are filled in by this request.
+_PROMPT_ID = re.compile(r"pmpt_[0-9a-f]{32,64}")
+_PROMPT_VERSION = re.compile(r"[0-9]{1,10}")
+
+
+def _prompt(prompt: dict, collector: Collector) -> None:
+    """A stored prompt template: each variable is a string or an input part (text, image, file) the model reads."""
+    collector.keys(prompt, frozenset({"id", "version", "variables"}), "prompt.")
+    collector.identifier(prompt.get("id"), "prompt.id", "user", _PROMPT_ID)
+    collector.identifier(prompt.get("version"), "prompt.version", "user", _PROMPT_VERSION)
+    variables = as_object(prompt.get("variables") or {}, "prompt.variables")
+    for name, value in variables.items():
+        where = f"prompt.variables.{name}"
+        collector.text(name, f"{where}<key>", "user")
+        if isinstance(value, dict):
+            _content([value], where, "user", collector)
+        else:
+            collector.text(value, where, "user")
 
 
 def _text_or_texts(value, where: str, role: str, collector: Collector) -> None:
@@ -246,13 +295,13 @@ def _text_or_texts(value, where: str, role: str, collector: Collector) -> None:
 
 def _completions(body: dict, collector: Collector) -> None:
     # `suffix` only here: anywhere else it is unknown, so no walker can leave it unread.
-    check_keys(body, _PLAIN_KEYS | {"prompt", "suffix"}, "")
+    collector.keys(body, _PLAIN_KEYS | {"prompt", "suffix"}, "")
     _text_or_texts(body.get("prompt"), "prompt", "user", collector)
     collector.text(body.get("suffix"), "suffix", "user")
 
 
 def _embeddings(body: dict, collector: Collector) -> None:
-    check_keys(body, _PLAIN_KEYS | {"input"}, "")
+    collector.keys(body, _PLAIN_KEYS | {"input"}, "")
     _text_or_texts(body.get("input"), "input", "user", collector)
 
 

@@ -1,0 +1,145 @@
+"""Inline files: what a model reads from the bytes a request carries (base64 fields, `data:` URLs).
+
+Providers read a file as text when its bytes are text, whatever type the client declared: a text file typed
+`application/octet-stream`, with no type, or in a `data:` URL whose type is left empty (RFC 2397's default is
+`text/plain`) is still text to them. So the decision is made on the content as well as on the declared type::
+
+    inline_text(b"Hello", media_type="application/octet-stream")  # -> "Hello"
+    inline_text(png_bytes, media_type="image/png")                # -> None: not text
+
+Markup a provider turns into text before the model reads it (HTML and XML with their entities, RTF with its
+escapes, Markdown's inline HTML) has a second reading, `markup_text`, scanned beside the raw text. A text file
+that declares a charset other than UTF-8 (UTF-7 shows `+AEk-` to a scanner and `I` to a decoder) is refused, as
+are declared text files that are not valid base64 or UTF-8: each such problem is a `ValueError` whose message
+says what is wrong, which the collector reports with the field's path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import html
+import re
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+
+# Media types of files a model reads as text (Gemini, OpenAI and Bedrock accept these as documents).
+_TEXT_MEDIA = frozenset(
+    """application/json application/xml application/yaml application/x-yaml application/javascript
+    application/x-javascript application/typescript application/x-typescript application/x-python
+    application/x-python-code application/x-sh application/sql application/rtf application/csv
+    application/x-ndjson application/jsonl application/ld+json application/xhtml+xml""".split()
+)
+_TEXT_EXTENSIONS = frozenset(
+    "txt text md markdown csv tsv json jsonl ndjson xml html htm yaml yml py js ts sh sql rtf log ini toml".split()
+)
+_UTF8_NAMES = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# Control characters no text file holds (a NUL, most C0 codes): their presence means the bytes are binary.
+_BINARY_CONTROLS = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+_TAG = re.compile(r"<[^<>]*>")
+_RTF_TOKEN = re.compile(r"\\'([0-9a-fA-F]{2})|\\u(-?\d+) ?(?:\\'[0-9a-fA-F]{2}|[^\\{}])?|\\([a-zA-Z]+)(-?\d+)? ?"
+                        r"|\\([\\{}])|\\[^a-zA-Z]|[{}]")
+_RTF_BREAKS = {"par": "\n", "line": "\n", "tab": "\t", "cell": " ", "row": "\n"}
+
+
+def split_media_type(media_type: Any) -> tuple[str, dict[str, str]]:
+    """`text/plain; charset=UTF-8` -> ("text/plain", {"charset": "utf-8"})."""
+    if not isinstance(media_type, str):
+        return "", {}
+    kind, *params = media_type.split(";")
+    options = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        options[name.strip().lower()] = value.strip().strip('"').lower()
+    return kind.strip().lower(), options
+
+
+def is_text_media(media_type: Any) -> bool:
+    kind, _ = split_media_type(media_type)
+    return kind.startswith("text/") or kind in _TEXT_MEDIA or kind.endswith(("+json", "+xml"))
+
+
+def is_text_filename(filename: Any) -> bool:
+    return isinstance(filename, str) and filename.rsplit(".", 1)[-1].strip().lower() in _TEXT_EXTENSIONS
+
+
+def decode_base64(data: Any) -> bytes:
+    """Standard or URL-safe base64, padding optional, whitespace ignored; anything else is refused."""
+    if not isinstance(data, str):
+        raise ValueError(f"expected base64 data, found {type(data).__name__}")
+    compact = re.sub(r"\s+", "", data).replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
+
+
+def _check_charset(options: dict[str, str]) -> None:
+    charset = options.get("charset")
+    if charset is not None and charset not in _UTF8_NAMES:
+        raise ValueError(f"declares charset {charset!r}; the gateway reads text files as UTF-8 only")
+
+
+def bytes_as_text(data: bytes) -> str | None:
+    """The text the bytes hold (UTF-8, or UTF-16/32 with a byte-order mark), or None if they are not text."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError:
+                return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if _BINARY_CONTROLS.search(text) else text
+
+
+def inline_text(data: bytes, media_type: Any, text_declared: bool = False) -> str | None:
+    """The text of an inline file's bytes, None for binary content; a declared text file must be UTF-8 text."""
+    _check_charset(split_media_type(media_type)[1])
+    text = bytes_as_text(data)
+    if text is None and (text_declared or is_text_media(media_type)):
+        raise ValueError("is declared as text but is not UTF-8 text")
+    return text
+
+
+def data_url(url: str) -> tuple[str, bytes]:
+    """A `data:` URL's media type (RFC 2397: `text/plain` when left empty) and bytes."""
+    header, comma, payload = url[5:].partition(",")
+    if not comma:
+        raise ValueError("is a data URL without a comma")
+    base64_encoded = header.lower().endswith(";base64")
+    media_type = header[:-len(";base64")] if base64_encoded else header
+    if not split_media_type(media_type)[0]:
+        media_type = "text/plain" + media_type
+    data = decode_base64(payload) if base64_encoded else unquote_to_bytes(payload)
+    return media_type, data
+
+
+def _rtf_token(match: re.Match) -> str:
+    hex_byte, code, word, _, literal = match.groups()
+    if hex_byte:
+        return bytes([int(hex_byte, 16)]).decode("cp1252", "replace")
+    if code:
+        return chr(int(code) % 0x10000)
+    if word:
+        return _RTF_BREAKS.get(word, "")
+    return literal or ""
+
+
+def markup_text(text: str) -> str | None:
+    """What a provider's converter reads from markup (RTF escapes, HTML/XML tags and entities), when it differs."""
+    if text.lstrip().startswith("{\\rtf"):
+        converted = _RTF_TOKEN.sub(_rtf_token, text)
+    elif "<" in text or "&" in text:
+        # Tags go without a gap: "Ig<b></b>nore" is one word to the model; entities are resolved after the tags,
+        # so an escaped "&lt;b&gt;" stays text.
+        converted = html.unescape(_TAG.sub("", text))
+    else:
+        return None
+    return converted if converted != text else None
