@@ -40,6 +40,9 @@ class Segment:
     text: str
     where: str
     role: str | None = None
+    # Judged with the context before it, but the text after it continues from the text before it: a second reading
+    # of the same bytes (raw markup beside the text a converter makes of it), an id or a file name.
+    aside: bool = False
 
 
 @dataclass
@@ -55,14 +58,14 @@ class Collector:
     segments: list[Segment] = field(default_factory=list)
     non_text: list[str] = field(default_factory=list)
 
-    def text(self, value: Any, where: str, role: str | None = None) -> None:
+    def text(self, value: Any, where: str, role: str | None = None, aside: bool = False) -> None:
         """Collect a field that must be a string (or null / absent)."""
         if value is None:
             return
         if not isinstance(value, str):
             raise UnknownShape(where, f"expected a string, found {type(value).__name__}")
         if value:
-            self.segments.append(Segment(value, where, role))
+            self.segments.append(Segment(value, where, role, aside))
 
     def strings(self, value: Any, where: str, role: str | None = None) -> None:
         """Collect every string inside a free-form value (a JSON schema, tool arguments as an object...)."""
@@ -83,10 +86,16 @@ class Collector:
     def binary(self, where: str) -> None:
         self.non_text.append(where)
 
-    def identifier(self, value: Any, where: str, role: str | None, syntax: re.Pattern) -> None:
-        """An id field: skipped when it has the provider's documented id syntax exactly, judged otherwise."""
-        if not (isinstance(value, str) and syntax.fullmatch(value)):
-            self.text(value, where, role)
+    def label(self, value: Any, where: str, role: str | None = None) -> None:
+        """An id or file name: judged with the text before it, but not part of the run of text a split injection
+        could continue across, so junk put in one between two halves cannot cut them apart."""
+        self.text(value, where, role, aside=True)
+
+    def identifier(self, value: Any, where: str, role: str | None, syntax: re.Pattern | None) -> None:
+        """An id field: skipped when it has the provider's documented id syntax exactly, judged otherwise (always,
+        for a provider that documents none)."""
+        if not (isinstance(value, str) and syntax is not None and syntax.fullmatch(value)):
+            self.label(value, where, role)
 
     def file(self, data: Any, where: str, role: str | None, media_type: Any = None, filename: Any = None) -> None:
         """Base64 file bytes: text (by declared type, file name or content) is scanned, anything else is non-text."""
@@ -113,8 +122,8 @@ class Collector:
         if text is None:
             self.binary(where)
             return
-        self.text(text, where, role)
         converted = files.markup_text(text)
+        self.text(text, where, role, aside=converted is not None)
         if converted is not None:
             self.text(converted, f"{where}<as text>", role)
 
@@ -123,12 +132,16 @@ class Collector:
         variant (`Text` beside `text`) a case-insensitive parser would take, must not carry text past the scanner."""
         for key in obj:
             if key not in known:
-                self.unknown({key: obj[key]}, f"{prefix}{key}", "is not a field this gateway knows; it cannot be scanned")
+                self.unknown(obj[key], f"{prefix}{key}", "is not a field this gateway knows; it cannot be scanned",
+                             key=key)
 
-    def unknown(self, value: Any, where: str, what: str) -> None:
-        """A key or part the format does not know: refused, or in lenient mode scanned as plain strings."""
+    def unknown(self, value: Any, where: str, what: str, key: str | None = None) -> None:
+        """A key or part the format does not know: refused, or in lenient mode scanned as plain strings (with the
+        key's name, which a model printing the object would read)."""
         if not self.lenient:
             raise UnknownShape(where, what)
+        if key is not None:
+            self.text(key, f"{where}<key>")
         self.strings(value, where)
 
 
@@ -181,5 +194,6 @@ def scan_units(segments: list[Segment], context_chars: int = DEFAULT_CONTEXT_CHA
             continue
         joined = collapse_whitespace(f"{context}\n{text}") if context else text
         units.append(ScanUnit(joined, segment))
-        context = joined[-context_chars:]
+        if not segment.aside:
+            context = joined[-context_chars:]
     return units

@@ -44,6 +44,7 @@ _BLOCK_KEYS = {
     "tool_result": {"tool_use_id", "content", "is_error", "toolset_name"},
 }
 _BLOCK_KEYS = {kind: frozenset(keys | {"type", "cache_control"}) for kind, keys in _BLOCK_KEYS.items()}
+_CACHE_CONTROL_KEYS = frozenset({"type", "ttl"})
 _SOURCE_KEYS = {
     "base64": frozenset({"type", "media_type", "data"}),
     "text": frozenset({"type", "media_type", "data"}),
@@ -82,6 +83,9 @@ def _block(block: Any, where: str, role: str | None, collector: Collector) -> No
         collector.unknown(block, f"{where}.type", f"content block type {kind!r} is not known")
         return
     collector.keys(block, keys, f"{where}.")
+    if block.get("cache_control") is not None:
+        collector.keys(as_object(block["cache_control"], f"{where}.cache_control"), _CACHE_CONTROL_KEYS,
+                       f"{where}.cache_control.")
     if kind == "text":
         collector.text(block.get("text"), f"{where}.text", role)
         if block.get("citations") is not None:

@@ -103,7 +103,7 @@ def _tool_calls(calls: Any, where: str, role: str, collector: Collector) -> None
         at = f"{where}[{index}]"
         call = as_object(call, at)
         collector.keys(call, frozenset({"id", "type", "function"}), f"{at}.")
-        collector.text(call.get("id"), f"{at}.id", role)
+        collector.identifier(call.get("id"), f"{at}.id", role, None)
         function = as_object(call.get("function") or {}, f"{at}.function")
         collector.keys(function, frozenset({"name", "arguments"}), f"{at}.function.")
         collector.text(function.get("name"), f"{at}.function.name", role)
@@ -121,7 +121,7 @@ def _v2_chat(body: dict, collector: Collector) -> None:
         _content(message.get("content"), f"{where}.content", role, collector)
         collector.text(message.get("tool_plan"), f"{where}.tool_plan", role)
         # Cohere's call ids embed the tool's name (any text), so no syntax makes one safe to skip: all are judged.
-        collector.text(message.get("tool_call_id"), f"{where}.tool_call_id", role)
+        collector.identifier(message.get("tool_call_id"), f"{where}.tool_call_id", role, None)
         _tool_calls(message.get("tool_calls"), f"{where}.tool_calls", role, collector)
         collector.strings(message.get("citations"), f"{where}.citations", role)
     _free_form(body, ("documents",), "document", collector)

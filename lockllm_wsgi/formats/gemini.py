@@ -57,7 +57,7 @@ def fields(obj: Any, known: Iterable[str], where: str, collector: Collector) -> 
     for key, value in obj.items():
         name = spellings.get(key)
         if name is None:
-            collector.unknown({key: value}, _join(where, key), "is not a field this gateway knows; it cannot be scanned")
+            collector.unknown(value, _join(where, key), "is not a field this gateway knows; it cannot be scanned", key=key)
             continue
         if name in found:
             raise UnknownShape(_join(where, key), f"is given twice, as {name} and {_snake(name)}; send one spelling")
@@ -73,7 +73,7 @@ def _blob(value: Any, at: str, role: str | None, collector: Collector) -> None:
     """Inline bytes: a text file (by its type or by its content, whatever type it declares) is read by the model as
     text, so it is decoded and scanned; images, audio, video and PDFs are non-text."""
     blob = fields(value, ("mimeType", "data", "displayName"), at, collector)
-    collector.text(blob.get("displayName"), f"{at}.displayName", role)
+    collector.label(blob.get("displayName"), f"{at}.displayName", role)
     collector.file(blob.get("data"), f"{at}.data", role, blob.get("mimeType"))
 
 
@@ -90,17 +90,17 @@ def _part(part: Any, where: str, role: str | None, collector: Collector) -> None
         _blob(value, at, role, collector)
     elif kind == "fileData":
         file = fields(value, ("fileUri", "mimeType", "displayName"), at, collector)
-        collector.text(file.get("displayName"), f"{at}.displayName", role)
+        collector.label(file.get("displayName"), f"{at}.displayName", role)
         collector.binary(at)
     elif kind == "functionCall":
         call = fields(value, ("id", "name", "args"), at, collector)
         # Gemini documents no syntax for call ids, so every id is judged.
-        collector.text(call.get("id"), f"{at}.id", role)
+        collector.identifier(call.get("id"), f"{at}.id", role, None)
         collector.text(call.get("name"), f"{at}.name", role)
         collector.strings(call.get("args"), f"{at}.args", role)
     elif kind == "functionResponse":
         response = fields(value, ("id", "name", "response", "parts", "willContinue", "scheduling"), at, collector)
-        collector.text(response.get("id"), f"{at}.id", "tool")
+        collector.identifier(response.get("id"), f"{at}.id", "tool", None)
         collector.text(response.get("name"), f"{at}.name", "tool")
         collector.strings(response.get("response"), f"{at}.response", "tool")
         for index, item in enumerate(as_list(response.get("parts") or [], f"{at}.parts")):

@@ -63,7 +63,7 @@ def _id(value, where: str, role: str | None, collector: Collector) -> None:
 def _file(file: dict, where: str, role: str | None, collector: Collector) -> None:
     """A file (`file` in chat, `input_file` in Responses): its bytes are read by type, name and content; an
     uploaded file (`file_id`) or a remote one (`file_url`) is non-text, fetched where the gateway cannot see it."""
-    collector.text(file.get("filename"), f"{where}.filename", role)
+    collector.label(file.get("filename"), f"{where}.filename", role)
     data = file.get("file_data")
     if data is None:
         collector.binary(where)
@@ -273,9 +273,8 @@ def _prompt(prompt: dict, collector: Collector) -> None:
     collector.identifier(prompt.get("id"), "prompt.id", "user", _PROMPT_ID)
     collector.identifier(prompt.get("version"), "prompt.version", "user", _PROMPT_VERSION)
     variables = as_object(prompt.get("variables") or {}, "prompt.variables")
-    for name, value in variables.items():
+    for name, value in variables.items():  # the name is the template's placeholder, not text the model reads
         where = f"prompt.variables.{name}"
-        collector.text(name, f"{where}<key>", "user")
         if isinstance(value, dict):
             _content([value], where, "user", collector)
         else:
