@@ -36,9 +36,10 @@ MAX_SCAN_CHARS = 100_000
 # Overlap between pieces, so a phrase cut at a piece boundary is whole in one of them.
 PIECE_OVERLAP_CHARS = 2_000
 # Parallel scan calls per process: the texts of one request are scanned at once, so a cache-miss request costs
-# about one scan round trip, not one per message; 32 judges the 64 fresh texts of a long first turn in two round
-# trips (benchmarks/first_turn.py), and each worker is one idle thread and one pooled connection at rest.
-DEFAULT_SCAN_WORKERS = 32
+# about one scan round trip, not one per message: 64 judges the 64 fresh texts of a long first turn in one round
+# of calls (benchmarks/first_turn.py: 1.4 round trips with connection set-up, 2.35 with 32 workers), and a worker
+# costs one idle thread and one pooled connection at rest.
+DEFAULT_SCAN_WORKERS = 64
 BACKOFF_BASE_SECONDS = 0.1
 # Verdicts kept in process memory in front of the SQLite cache (keyed by a hash of the text, never the text): a
 # resent history is answered without a pool hand-off, a SQLite read and requests-cache's deserialisation, which
@@ -49,8 +50,9 @@ DEFAULT_MEMO_ENTRIES = 4096
 class ScannerUnavailable(Exception):
     """No usable verdict within the deadline; the message says why, for logs (it never contains prompt text).
 
-    `queued` is True when the deadline passed with some of the request's scans not even started: the request's own
-    size (or the load on this process) ran out the time, not a sick scanner, so no fail mode may open on it.
+    `queued` is True when the request had more fresh texts than the pool has workers, or some of its scans had not
+    even started at the deadline: the request's own size (or the load on this process) ran out the time, not a sick
+    scanner, so no fail mode may open on it.
     """
 
     def __init__(self, message: str, queued: bool = False):
@@ -121,6 +123,7 @@ class LockLLMScanner:
 
     def __init__(self, settings: ScannerSettings, workers: int = DEFAULT_SCAN_WORKERS):
         self.settings = settings
+        self.workers = workers
         # The key's identity (never the key) goes into every cache key: a verdict paid for by one account is not
         # served to another configuration.
         key_identity = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16]
@@ -183,13 +186,14 @@ class LockLLMScanner:
         jobs = [[submitted.get(piece) or submitted.setdefault(piece, self._submit(piece, deadline))
                  for piece in pieces(text)] for text in texts]
         futures = list(submitted.values())
+        fresh = sum(not future.done() for future in futures)
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
-        never_started = [future.cancel() for future in pending]
+        queued = any([future.cancel() for future in pending]) or fresh > self.workers
         failure = next((future.exception() for future in done if future.exception() is not None), None)
         if failure is None and pending:
             raise ScannerUnavailable(f"no verdict within the scan deadline of {self.settings.timeout:g}s"
-                                     + (" (scans of this request were still queued)" if any(never_started) else ""),
-                                     queued=any(never_started))
+                                     + (f" ({fresh} fresh texts, {self.workers} scan workers)" if queued else ""),
+                                     queued=queued)
         if isinstance(failure, ScannerUnavailable):
             raise failure
         if failure is not None:
