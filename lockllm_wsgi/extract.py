@@ -24,6 +24,8 @@ from .normalize import collapse_whitespace, normalize_for_scan
 # across messages or parts, small enough that a resent conversation scans well under twice its length
 # (benchmarks/conversation.py).
 DEFAULT_CONTEXT_CHARS = 300
+# Levels of JSON inside a JSON string that tool arguments are decoded through (clients double-encode them).
+_MAX_JSON_IN_JSON = 3
 
 
 class UnknownShape(Exception):
@@ -72,7 +74,7 @@ class Collector:
         for path, text in iter_strings(value, where):
             self.text(text, path, role)
 
-    def json_text(self, value: Any, where: str, role: str | None = None) -> None:
+    def json_text(self, value: Any, where: str, role: str | None = None, depth: int = 0) -> None:
         """Tool-call arguments: a string of JSON, which chat templates print decoded. Escapes (`\\u0049`) hide
         text from a scan of the raw string, so when there are any the decoded strings are collected too."""
         self.text(value, where, role)
@@ -81,7 +83,10 @@ class Collector:
                 decoded = json.loads(value)
             except (ValueError, RecursionError):
                 return  # not JSON: the model reads the raw string, which was collected
-            self.strings(decoded, f"{where}<decoded>", role)
+            if isinstance(decoded, str) and depth < _MAX_JSON_IN_JSON:
+                self.json_text(decoded, f"{where}<decoded>", role, depth + 1)  # JSON sent as a JSON string
+            else:
+                self.strings(decoded, f"{where}<decoded>", role)
 
     def binary(self, where: str) -> None:
         self.non_text.append(where)

@@ -38,8 +38,11 @@ _TEXT_EXTENSIONS = frozenset(
 _UTF8_NAMES = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
-# Control characters no text file holds (a NUL, most C0 codes): their presence means the bytes are binary.
-_BINARY_CONTROLS = re.compile("[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+# Share of visible characters from which bytes that are not valid UTF-8 still count as text: a provider decoding
+# with replacement shows the model the rest (an attack behind one stray 0xFF byte), while compressed or image
+# data decodes to well under half visible characters.
+MOSTLY_TEXT = 0.75
+_NOT_VISIBLE = re.compile("[\ufffd\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _TAG = re.compile(r"<[^<>]*>")
 _RTF_TOKEN = re.compile(r"\\'([0-9a-fA-F]{2})|\\u(-?\d+) ?(?:\\'[0-9a-fA-F]{2}|[^\\{}])?|\\([a-zA-Z]+)(-?\d+)? ?"
                         r"|\\([\\{}])|\\[^a-zA-Z]|[{}]")
@@ -85,7 +88,10 @@ def _check_charset(options: dict[str, str]) -> None:
 
 
 def bytes_as_text(data: bytes) -> str | None:
-    """The text the bytes hold (UTF-8, or UTF-16/32 with a byte-order mark), or None if they are not text."""
+    """The text the bytes hold (UTF-8, or UTF-16/32 with a byte-order mark), or None if they are not text.
+
+    Valid UTF-8 is text, control characters and all (the scan copy drops them). Bytes that are not valid UTF-8 are
+    still text when at least MOSTLY_TEXT of what they decode to is visible; the undecodable bytes are dropped."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
             try:
@@ -93,10 +99,11 @@ def bytes_as_text(data: bytes) -> str | None:
             except UnicodeDecodeError:
                 return None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        return None
-    return None if _BINARY_CONTROLS.search(text) else text
+        text = data.decode("utf-8", "replace")
+    hidden = len(_NOT_VISIBLE.findall(text))
+    return text.replace("\ufffd", "") if text and hidden <= (1 - MOSTLY_TEXT) * len(text) else None
 
 
 def inline_text(data: bytes, media_type: Any, text_declared: bool = False) -> str | None:

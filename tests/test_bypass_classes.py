@@ -215,7 +215,7 @@ def test_text_in_a_file_is_judged_whatever_type_it_declares(gateway, provider, p
     assert provider.log == []
 
 
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").decode()
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(128, 256))).decode()
 
 
 @pytest.mark.parametrize("path, body", [
@@ -238,6 +238,18 @@ def test_non_text_parts_block_everywhere_when_set(make_gateway, provider, monkey
     assert response.status_code == 400 and b"is not text and cannot be scanned" in response.get_data()
     assert provider.log == []
     CREDENTIALS.forget()
+
+
+@pytest.mark.parametrize("data, text", [
+    pytest.param(b"\xff" + MARKER.encode(), MARKER, id="one-stray-byte"),
+    pytest.param(b"\x00" + MARKER.encode(), "\x00" + MARKER, id="a-nul-in-valid-utf8"),
+    pytest.param(bytes(range(256)) * 4, None, id="every-byte"),
+    pytest.param(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)), None, id="png-like"),
+])
+def test_bytes_are_text_by_content(data, text):
+    from lockllm_wsgi.files import bytes_as_text
+
+    assert bytes_as_text(data) == text
 
 
 @pytest.mark.parametrize("data_url", [

@@ -14,7 +14,9 @@ from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.refusal import Refusal
 
 T = "INJECTED TEXT"
-IMG = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+# A PNG signature and bytes no text holds.
+IMG = {"type": "base64", "media_type": "image/png",
+       "data": base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256))).decode()}
 # The first bytes of a real PDF: its second line is a comment of high bytes, so it is not text.
 PDF = base64.b64encode(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n").decode()
 

@@ -122,8 +122,8 @@ def _part(part: Any, where: str, role: str | None, collector: Collector) -> None
 def _contents(value: Any, where: str, collector: Collector, role: str | None = None) -> None:
     """One Content: its parts, attributed to `role`, or when None to the content's own role (user by default)."""
     content = fields(value, ("role", "parts"), where, collector)
-    if content.get("role") is not None:
-        known_role(content["role"], ROLES, _join(where, "role"))
+    if content.get("role") is not None:  # a system instruction's role is ignored by the API; any known one will do
+        known_role(content["role"], ROLES | {"system"} if role == "system" else ROLES, _join(where, "role"))
     role = role or content.get("role") or "user"
     for index, part in enumerate(as_list(content.get("parts") or [], _join(where, "parts"))):
         _part(part, f"{_join(where, 'parts')}[{index}]", role, collector)
