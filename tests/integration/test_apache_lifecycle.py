@@ -21,7 +21,7 @@ import requests
 
 from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
 from conftest import write_config
-from rawserver import RawServer, read_request
+from rawserver import RawServer, read_request, request_body
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
@@ -39,7 +39,7 @@ class FiniteStreamProvider(RawServer):
         super().__init__(self._answer)
 
     def _answer(self, connection: socket.socket) -> None:
-        events = json.loads(read_request(connection).partition(b"\r\n\r\n")[2]).get("max_tokens", 1)
+        events = json.loads(request_body(read_request(connection))).get("max_tokens", 1)
         try:
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
             for number in range(events):
