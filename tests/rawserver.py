@@ -11,6 +11,7 @@ from typing import Callable
 class RawServer:
     def __init__(self, behave: Callable[[socket.socket], None]):
         self.behave = behave
+        # Listening before the accept thread starts: a client may connect as soon as the constructor returns.
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,8 +38,15 @@ class RawServer:
                 self.closed_by_peer.set()
 
     def close(self) -> None:
+        """Stop accepting: on Linux a bare close() leaves a blocked accept() running (and accepting), so shut the
+        listener down first, which wakes it."""
         self._stop = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
+        self._thread.join(5)
 
 
 class PeerClosed(ConnectionError):

@@ -79,3 +79,10 @@ def test_a_peer_that_closes_early_ends_the_read(server, cut):
     error = results.get(timeout=10)
     assert isinstance(error, PeerClosed) and error.received == CONTENT_LENGTH[:cut]
     assert raw.closed_by_peer.wait(5)
+
+
+def test_a_closed_server_accepts_no_more_connections():
+    raw = RawServer(lambda conn: None)
+    raw.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", raw.port), timeout=5).close()
