@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -42,17 +43,39 @@ def audit_lines(path, expected: int | None = None) -> list[dict]:
         time.sleep(0.02)
 
 
+class LogLines(list):
+    """Request-log lines as they are written, from the server's threads; wait_for(n) waits until n are in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
+
+    def add(self, line: str) -> None:
+        with self._changed:
+            self.append(line)
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 5) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self) >= count, timeout)
+
+
 @pytest.fixture
 def request_log_lines():
-    """The request log's per-request lines (stderr in production) as captured records."""
-    lines: list[str] = []
+    """The request log's per-request lines (stderr in production) as captured records. The gateway writes a
+    request's line when the server closes its response, after the audit record and possibly just after the
+    client has read the answer: wait_for(n) before reading them."""
+    lines = LogLines()
     handler = logging.Handler()
     handler.emit = lambda record: (  # type: ignore[method-assign]
-        lines.append(record.getMessage()) if '"event": "request"' in record.getMessage() else None)
+        lines.add(record.getMessage()) if '"event": "request"' in record.getMessage() else None)
     logger = logging.getLogger("lockllm_wsgi.requests")
+    level = logger.level
     logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # the app sets it only if it adds its own handler, which this one prevents
     yield lines
     logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def audited_gateway(make_gateway, tmp_path, policy="", scanner_extra="", log_prompts="off"):
@@ -95,13 +118,14 @@ def test_relayed_but_unjudged_or_unsafe_requests_are_audited(make_gateway, tmp_p
     assert record["decision"] == decision and record["status"] == 200
 
 
-def test_allowed_and_malformed_requests_are_not_audited(make_gateway, tmp_path, provider):
+def test_allowed_and_malformed_requests_are_not_audited(make_gateway, tmp_path, provider, request_log_lines):
     provider.expect_request("/v1/chat/completions").respond_with_json(COMPLETION)
     gateway, path = audited_gateway(make_gateway, tmp_path)
     assert chat(gateway, "hello").status_code == 200
     assert requests.post(gateway.url + CHAT, data=b"{", headers={"Content-Type": "application/json"},
                          timeout=10).status_code == 400
-    time.sleep(0.2)  # both responses' records would have been written by now
+    # Both requests are finished: an audit record is written before the request-log line, in the same close().
+    assert request_log_lines.wait_for(2)
     assert audit_lines(path) == []
 
 
@@ -117,6 +141,7 @@ def test_prompts_are_kept_only_when_asked_and_cannot_forge_records(make_gateway,
     (record,) = audit_lines(path, 1)
     assert record["prompt"] == FORGERY
     assert PROVIDER_KEY not in raw.decode()
+    assert request_log_lines.wait_for(1)
     (line,) = request_log_lines  # written after the audit record, in the same close()
     assert ATTACK not in line and PROVIDER_KEY not in line and json.loads(line)["prompt_chars"] == len(FORGERY)
 
