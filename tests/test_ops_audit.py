@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -41,41 +39,6 @@ def audit_lines(path, expected: int | None = None) -> list[dict]:
         if expected is None or len(lines) >= expected or time.monotonic() > deadline:
             return [json.loads(line) for line in lines]
         time.sleep(0.02)
-
-
-class LogLines(list):
-    """Request-log lines as they are written, from the server's threads; wait_for(n) waits until n are in."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = threading.Condition()
-
-    def add(self, line: str) -> None:
-        with self._changed:
-            self.append(line)
-            self._changed.notify_all()
-
-    def wait_for(self, count: int, timeout: float = 5) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: len(self) >= count, timeout)
-
-
-@pytest.fixture
-def request_log_lines():
-    """The request log's per-request lines (stderr in production) as captured records. The gateway writes a
-    request's line when the server closes its response, after the audit record and possibly just after the
-    client has read the answer: wait_for(n) before reading them."""
-    lines = LogLines()
-    handler = logging.Handler()
-    handler.emit = lambda record: (  # type: ignore[method-assign]
-        lines.add(record.getMessage()) if '"event": "request"' in record.getMessage() else None)
-    logger = logging.getLogger("lockllm_wsgi.requests")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)  # the app sets it only if it adds its own handler, which this one prevents
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def audited_gateway(make_gateway, tmp_path, policy="", scanner_extra="", log_prompts="off"):
