@@ -4,6 +4,7 @@ served over real HTTP by werkzeug, so the official SDKs talk to it exactly as th
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import textwrap
 
@@ -141,3 +142,38 @@ def make_gateway_once(make_gateway, scanner, provider):
     """One gateway for a property test's many examples, with a provider that accepts every chat."""
     provider.expect_request("/v1/chat/completions").respond_with_json({"id": "x", "choices": []})
     return make_gateway(), scanner, provider
+
+
+class LogLines(list):
+    """Request-log lines as they are written, from the server's threads; wait_for(n) waits until n are in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._changed = threading.Condition()
+
+    def add(self, line: str) -> None:
+        with self._changed:
+            self.append(line)
+            self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 5) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self) >= count, timeout)
+
+
+@pytest.fixture
+def request_log_lines():
+    """The request log's per-request lines (stderr in production) as captured records. The gateway writes a
+    request's line when the server closes its response, after its metrics and audit record and possibly just
+    after the client has read the answer: wait_for(n) before reading them, or anything written before them."""
+    lines = LogLines()
+    handler = logging.Handler()
+    handler.emit = lambda record: (  # type: ignore[method-assign]
+        lines.add(record.getMessage()) if '"event": "request"' in record.getMessage() else None)
+    logger = logging.getLogger("lockllm_wsgi.requests")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # the app sets it only if it adds its own handler, which this one prevents
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)

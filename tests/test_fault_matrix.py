@@ -9,6 +9,7 @@ import gzip
 import http.client
 import json
 import socket
+import threading
 import time
 
 import pytest
@@ -265,17 +266,22 @@ def test_upstream_redirect_is_not_followed(make_gateway, provider):
     assert len(provider.log) == 1
 
 
-def sse_then_reset(conn: socket.socket) -> None:
-    read_request(conn)
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-    event = b'data: {"choices": []}\n\n'
-    conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
-    time.sleep(0.2)
-    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+def sse_then_reset(relayed: threading.Event):
+    """A provider that sends one event, then resets the connection once the client has that event (`relayed`),
+    so the reset cannot overtake the event on its way through the gateway."""
+    def behave(conn: socket.socket) -> None:
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        event = b'data: {"choices": []}\n\n'
+        conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+        relayed.wait(10)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    return behave
 
 
 def test_a_reset_mid_stream_reaches_the_client_as_a_cut_stream(make_gateway):
-    raw = RawServer(sse_then_reset)
+    relayed = threading.Event()
+    raw = RawServer(sse_then_reset(relayed))
     try:
         gateway = make_gateway(upstream=raw.url)
         body = json.dumps({**CHAT, "stream": True}).encode()
@@ -286,7 +292,9 @@ def test_a_reset_mid_stream_reaches_the_client_as_a_cut_stream(make_gateway):
             with pytest.raises(requests.exceptions.ChunkedEncodingError):
                 for chunk in response.iter_content(None):
                     received += chunk
+                    relayed.set()  # the provider resets only now
     finally:
+        relayed.set()
         raw.close()
     assert received == b'data: {"choices": []}\n\n'  # and no invented [DONE]
 
@@ -308,7 +316,9 @@ def test_a_client_that_goes_away_mid_stream_closes_the_upstream_connection(make_
         client = socket.create_connection(("127.0.0.1", gateway.server.server_port))
         client.sendall(b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        client.settimeout(10)
+        with client.makefile("rb") as reader:  # to the end of the status line, however many recvs that takes
+            assert reader.readline().startswith(b"HTTP/1.1 200")
         client.close()
         # The upstream's next writes fail once the gateway closed its side.
         assert raw.closed_by_peer.wait(10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 import time
@@ -40,19 +39,6 @@ def audit_lines(path, expected: int | None = None) -> list[dict]:
         if expected is None or len(lines) >= expected or time.monotonic() > deadline:
             return [json.loads(line) for line in lines]
         time.sleep(0.02)
-
-
-@pytest.fixture
-def request_log_lines():
-    """The request log's per-request lines (stderr in production) as captured records."""
-    lines: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: (  # type: ignore[method-assign]
-        lines.append(record.getMessage()) if '"event": "request"' in record.getMessage() else None)
-    logger = logging.getLogger("lockllm_wsgi.requests")
-    logger.addHandler(handler)
-    yield lines
-    logger.removeHandler(handler)
 
 
 def audited_gateway(make_gateway, tmp_path, policy="", scanner_extra="", log_prompts="off"):
@@ -95,13 +81,14 @@ def test_relayed_but_unjudged_or_unsafe_requests_are_audited(make_gateway, tmp_p
     assert record["decision"] == decision and record["status"] == 200
 
 
-def test_allowed_and_malformed_requests_are_not_audited(make_gateway, tmp_path, provider):
+def test_allowed_and_malformed_requests_are_not_audited(make_gateway, tmp_path, provider, request_log_lines):
     provider.expect_request("/v1/chat/completions").respond_with_json(COMPLETION)
     gateway, path = audited_gateway(make_gateway, tmp_path)
     assert chat(gateway, "hello").status_code == 200
     assert requests.post(gateway.url + CHAT, data=b"{", headers={"Content-Type": "application/json"},
                          timeout=10).status_code == 400
-    time.sleep(0.2)  # both responses' records would have been written by now
+    # Both requests are finished: an audit record is written before the request-log line, in the same close().
+    assert request_log_lines.wait_for(2)
     assert audit_lines(path) == []
 
 
@@ -117,6 +104,7 @@ def test_prompts_are_kept_only_when_asked_and_cannot_forge_records(make_gateway,
     (record,) = audit_lines(path, 1)
     assert record["prompt"] == FORGERY
     assert PROVIDER_KEY not in raw.decode()
+    assert request_log_lines.wait_for(1)
     (line,) = request_log_lines  # written after the audit record, in the same close()
     assert ATTACK not in line and PROVIDER_KEY not in line and json.loads(line)["prompt_chars"] == len(FORGERY)
 

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import requests
@@ -34,15 +33,12 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
-def scrape(gateway, expected_requests: int) -> dict[tuple[str, tuple], float]:
-    """The metrics once `expected_requests` requests are counted (counted when the server closes the response)."""
-    deadline = time.monotonic() + 5
-    while True:
-        values = samples(requests.get(gateway.url + "/metrics", timeout=10).text)
-        counted = sum(value for (name, _), value in values.items() if name == "lockllm_requests_total")
-        if counted >= expected_requests or time.monotonic() > deadline:
-            return values
-        time.sleep(0.02)
+def scrape(gateway, request_log_lines, expected_requests: int) -> dict[tuple[str, tuple], float]:
+    """The metrics once `expected_requests` requests are finished. A request is counted when the server closes its
+    response, possibly after the client has its answer, and lockllm_requests_total comes first: the other series
+    of the same request are complete once its request-log line, written last, is in."""
+    assert request_log_lines.wait_for(expected_requests)
+    return samples(requests.get(gateway.url + "/metrics", timeout=10).text)
 
 
 @pytest.mark.parametrize("method, path, status", [
@@ -70,14 +66,15 @@ def test_endpoint_paths_are_configurable(make_gateway, provider):
     assert requests.get(gateway.url + "/healthz", timeout=10).text == "upstream"  # no longer an operator path
 
 
-def test_metrics_count_decisions_by_route_and_code_with_latencies_and_cache_hits(make_gateway, provider, tmp_path):
+def test_metrics_count_decisions_by_route_and_code_with_latencies_and_cache_hits(make_gateway, provider, tmp_path,
+                                                                                  request_log_lines):
     provider.expect_request("/v1/chat/completions").respond_with_json(COMPLETION)
     gateway = make_gateway(scanner_extra=f"cache = sqlite:///{tmp_path}/cache.sqlite\n")
     chat(gateway, "hello")
     chat(gateway, "hello")  # the same text again: a cache hit
     chat(gateway, ATTACK)
     requests.post(gateway.url + CHAT, data=b"{", headers={"Content-Type": "application/json"}, timeout=10)
-    values = scrape(gateway, 4)
+    values = scrape(gateway, request_log_lines, 4)
     requests_total = {labels: value for (name, labels), value in values.items() if name == "lockllm_requests_total"}
     assert requests_total == {
         (("code", "none"), ("decision", "allow"), ("route", "openai")): 2.0,
@@ -90,7 +87,7 @@ def test_metrics_count_decisions_by_route_and_code_with_latencies_and_cache_hits
     assert values[("lockllm_scan_cache_lookups_total", (("result", "miss"),))] == 2.0
 
 
-def test_scanner_retries_are_counted(make_gateway, provider, scanner):
+def test_scanner_retries_are_counted(make_gateway, provider, scanner, request_log_lines):
     provider.expect_request("/v1/chat/completions").respond_with_json(COMPLETION)
     answers = iter([Response("busy", status=503), Response(json.dumps({"safe": True, "injection": 2}),
                                                           content_type="application/json")])
@@ -98,7 +95,7 @@ def test_scanner_retries_are_counted(make_gateway, provider, scanner):
     scanner.expect_request("/v1/scan").respond_with_handler(lambda request: next(answers))
     gateway = make_gateway()
     assert chat(gateway, "hello").status_code == 200
-    assert scrape(gateway, 1)[("lockllm_scanner_retries_total", ())] == 1.0
+    assert scrape(gateway, request_log_lines, 1)[("lockllm_scanner_retries_total", ())] == 1.0
 
 
 def closed_port() -> int:

@@ -25,13 +25,32 @@ def chat(gateway, key: str = "sk-client-one") -> requests.Response:
                          headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
 
+class Clock:
+    """time.time() for the rate limiter, moved only by the test: however long a request takes, no token refills
+    in between unless the test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr("lockllm_wsgi.ratelimit.time", clock)
+    return clock
+
+
 @pytest.fixture
 def relaying(provider):
     provider.expect_request("/v1/chat/completions").respond_with_json(COMPLETION)
     return provider
 
 
-def test_past_the_burst_a_client_gets_429_with_retry_after_and_no_scan(make_gateway, tmp_path, relaying, scanner):
+def test_past_the_burst_a_client_gets_429_with_retry_after_and_no_scan(make_gateway, tmp_path, relaying, scanner,
+                                                                       clock):
     gateway = make_gateway(limited(tmp_path, rpm=6, burst=2))
     assert [chat(gateway).status_code for _ in range(2)] == [200, 200]
     refused = chat(gateway)
@@ -42,10 +61,10 @@ def test_past_the_burst_a_client_gets_429_with_retry_after_and_no_scan(make_gate
     assert len(scans(scanner)) == 2 and len(relaying.log) == 2
 
 
-def test_the_bucket_refills_at_the_configured_rate(make_gateway, tmp_path, relaying):
+def test_the_bucket_refills_at_the_configured_rate(make_gateway, tmp_path, relaying, clock):
     gateway = make_gateway(limited(tmp_path, rpm=600, burst=1))
-    assert [chat(gateway).status_code for _ in range(2)] == [200, 429]
-    time.sleep(0.15)  # 10 tokens a second
+    assert [chat(gateway).status_code for _ in range(2)] == [200, 429]  # a slow first request refills nothing
+    clock.now += 0.15  # 10 tokens a second
     assert chat(gateway).status_code == 200
 
 

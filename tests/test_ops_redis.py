@@ -91,6 +91,7 @@ def relaying(provider):
 def test_nodes_share_verdicts_and_redis_holds_no_prompt_or_key(make_gateway, store, scanner, relaying):
     first, second = (make_gateway(scanner_extra=f"cache = {store.url}\n") for _ in range(2))
     assert chat(first, PROMPT).status_code == 200
+    assert first.app.scanner.flush()  # the verdict is stored after the answer, by the cache writer thread
     response = chat(second, PROMPT)
     assert response.status_code == 200 and len(scans(scanner)) == 1  # the second node reused the first's verdict
     client = redis.Redis.from_url(store.url)
@@ -112,13 +113,16 @@ def test_a_lost_redis_degrades_to_local_behaviour_then_recovers(make_gateway, st
     gateway = make_gateway(f"[ratelimit]\nrequests_per_minute = 600\nburst = 5\nstore = {store.url}\n",
                            scanner_extra=f"cache = {store.url}\n")
     assert chat(gateway, PROMPT).status_code == 200
+    assert gateway.app.scanner.flush()  # its verdict written (after the answer) while Redis is still up
     store.stop()
     with caplog.at_level(logging.WARNING):
         assert [chat(gateway, PROMPT).status_code for _ in range(3)] == [200, 200, 200]  # no outage
         assert len(scans(scanner)) == 4  # no shared cache: each request scanned live
+        assert gateway.app.scanner.flush()  # their writes done (skipped) before Redis is back, not landing after
         store.start()
         time.sleep(0.4)  # past the cool-down
         assert chat(gateway, PROMPT).status_code == 200
+        assert gateway.app.scanner.flush()  # the live verdict is in Redis before the next request looks for it
         assert chat(gateway, PROMPT).status_code == 200
     events = [message for message in caplog.messages if '"event": "store_' in message]
     assert sum('"store_unavailable", "store": "ratelimit"' in event for event in events) == 1

@@ -21,7 +21,7 @@ import requests
 
 from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
 from conftest import write_config
-from rawserver import RawServer, read_request
+from rawserver import RawServer, read_request, request_body
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
@@ -36,10 +36,27 @@ class FiniteStreamProvider(RawServer):
     def __init__(self) -> None:
         self.finished: list[int] = []  # max_tokens of every stream sent to the end
         self.cut: list[int] = []  # ... of every stream the gateway hung up on
+        self._ended = threading.Condition()
         super().__init__(self._answer)
 
+    def reset(self) -> None:
+        with self._ended:
+            self.finished.clear()
+            self.cut.clear()
+
+    def wait_until_ended(self, events: int, timeout: float) -> bool:
+        """Until the stream of `events` events has ended here, sent to the end or cut. The provider notices a cut
+        only when a send fails, a write or two after the gateway closed: later than the client sees its end."""
+        with self._ended:
+            return self._ended.wait_for(lambda: events in self.finished or events in self.cut, timeout)
+
+    def _ended_with(self, outcomes: list[int], events: int) -> None:
+        with self._ended:
+            outcomes.append(events)
+            self._ended.notify_all()
+
     def _answer(self, connection: socket.socket) -> None:
-        events = json.loads(read_request(connection).partition(b"\r\n\r\n")[2]).get("max_tokens", 1)
+        events = json.loads(request_body(read_request(connection))).get("max_tokens", 1)
         try:
             connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n")
             for number in range(events):
@@ -48,9 +65,9 @@ class FiniteStreamProvider(RawServer):
                 time.sleep(self.INTERVAL)
             connection.sendall(b"data: [DONE]\n\n")
         except OSError:
-            self.cut.append(events)
+            self._ended_with(self.cut, events)
             return
-        self.finished.append(events)
+        self._ended_with(self.finished, events)
 
 
 @dataclass
@@ -149,6 +166,7 @@ def test_graceful_restart_during_open_streams(server, lifecycle_site, scanner):
     root, config, provider = lifecycle_site
     start = running_express if server == "express" else running_apache2
     plan = {"short": 10, "long": 100}  # 1 s and 10 s of events
+    provider.reset()  # the provider is the module's: forget the other server's streams
     with start(config, root) as gateway:
         outcomes = {name: StreamOutcome() for name in plan}
         threads = []
@@ -164,6 +182,7 @@ def test_graceful_restart_during_open_streams(server, lifecycle_site, scanner):
         after = _after_restart(gateway, restarted)
         for thread in threads:
             thread.join(30)
+        provider.wait_until_ended(plan["long"], timeout=15)  # the client can see its end before the provider
         log = gateway.log_text()
     short, long = outcomes["short"], outcomes["long"]
     print(f"\n{server} graceful restart: {outcomes}\nnew requests after the signal (s, status): {after}\n"
