@@ -18,10 +18,10 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from urllib.parse import quote
 
-from .audit import PROMPT_KEY, AuditLog, Counters, ensure_handler, log_event, log_request
-from .body import check_content_type, decode_body, parse_json, read_body
+from .audit import AuditLog, Counters, ensure_handler, log_event, log_request
+from .body import read_body, read_json_request
 from .config import Route, Settings
-from .extract import Collector, UnknownShape, scan_units
+from .extract import Collector, ScanUnit, UnknownShape, scan_units
 from .formats import FORMATS, WireFormat
 from .formats.openai import OpenAIFormat
 from .health import OpsEndpoints
@@ -30,8 +30,10 @@ from .metrics import Metrics
 from .policy import decide
 from .ratelimit import RateLimiter
 from .refusal import Refusal
+from .record import RequestRecord
 from .relay import Relay, UpstreamError, request_headers
-from .scan import ScannerUnavailable, make_scanner, pieces
+from .scan import make_scanner, pieces
+from .verdict import ScannerUnavailable, Verdict
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -69,27 +71,21 @@ class GatewayApp:
         if answered is not None:
             return answered
         started = time.monotonic()
-        record: dict[str, object] = {
-            "request_id": f"req_{secrets.token_hex(12)}",
-            "method": environ.get("REQUEST_METHOD", ""),
-            "route": None,
-            "client": environ.get("REMOTE_ADDR"),
-            "user": environ.get("REMOTE_USER"),
-            "identity": client_identity(environ),
-        }
+        record = RequestRecord(request_id=f"req_{secrets.token_hex(12)}", method=environ.get("REQUEST_METHOD", ""),
+                               client=environ.get("REMOTE_ADDR"), user=environ.get("REMOTE_USER"))
         fmt: WireFormat = _FALLBACK_FORMAT
         try:
             route, fmt, path = self._route(environ)
-            record["route"] = route.name
-            record["path"] = path
+            record.route, record.path = route.name, path
+            record.identity = client_identity(environ, fmt.client_key(environ))
             if self.limiter is not None:
-                self.limiter.check(route.name, str(record["identity"]))  # before the body: a flood costs no scans
+                self.limiter.check(route.name, record.identity)  # before the body: a flood costs no scans
             return self._handle(environ, start_response, route, fmt, path, record, started)
         except Refusal as refusal:
             return self._refuse(start_response, fmt, refusal, record, started)
         except Exception:  # noqa: BLE001 - a defect still ends in a documented answer, counted and logged
-            log.exception('{"event": "gateway_error", "request_id": "%s"}', record["request_id"])
-            record["decision"] = "error"
+            log.exception('{"event": "gateway_error", "request_id": "%s"}', record.request_id)
+            record.decision = "error"
             return self._refuse(start_response, fmt, Refusal(
                 500, "gateway_error", "The gateway failed on this request and did not send it; the operator can "
                 "find the cause in the log by this request id."), record, started)
@@ -109,71 +105,49 @@ class GatewayApp:
         raise Refusal(404, "unknown_route", f"No route serves {path}; check the base URL (routes: "
                       f"{', '.join(route.prefix or '/' for route, _ in self.routes)}).")
 
-    def _handle(self, environ, start_response, route: Route, fmt: WireFormat, path: str, record, started):
-        method = environ.get("REQUEST_METHOD", "")
-        limits = self.settings.limits
+    def _handle(self, environ, start_response, route: Route, fmt: WireFormat, path: str, record: RequestRecord,
+                started: float) -> Iterable[bytes]:
+        """Relay a bodyless call as it is; read, judge and then relay (or refuse) a POST."""
+        method = record.method
         if method in BODYLESS_METHODS:
-            if read_body(environ, limits.max_body_bytes):
+            if read_body(environ, self.settings.limits.max_body_bytes):
                 raise Refusal(400, "unexpected_body", f"A {method} request must not carry a body.")
-            return self._relay(environ, start_response, route, path, b"", record, started)
+            return self._relay(environ, start_response, route, fmt, path, b"", record, started)
         if method != "POST":
             raise Refusal(405, "method_not_allowed", f"{method} is not supported here; LLM APIs take POST.",
                           headers=(("Allow", "GET, HEAD, POST, DELETE, OPTIONS"),))
-        check_content_type(environ.get("CONTENT_TYPE", ""))
-        raw = read_body(environ, limits.max_body_bytes)
-        document = parse_json(decode_body(raw, environ.get("HTTP_CONTENT_ENCODING", ""), limits.max_body_bytes),
-                              limits.max_json_depth)
+        limits = self.settings.limits
+        raw, document = read_json_request(environ, limits.max_body_bytes, limits.max_json_depth)
+        self._judge(environ, fmt, path, document, record)  # raises the refusal of a blocked or unjudged request
+        return self._relay(environ, start_response, route, fmt, path, raw, record, started)
+
+    def _judge(self, environ, fmt: WireFormat, path: str, document: dict, record: RequestRecord) -> None:
+        """Extract, scan and decide; returns when the request may be relayed (allowed, monitored, failed open)."""
         collector = self._extract(fmt, path, document)
-        record["stream"] = fmt.is_stream(path, document)  # operators tell streamed calls apart in the log
-        record["segments"] = len(collector.segments)
-        record["non_text_parts"] = len(collector.non_text)
+        record.stream = fmt.is_stream(path, document)
+        record.segments, record.non_text_parts = len(collector.segments), len(collector.non_text)
         if collector.non_text and self.settings.policy.non_text_parts == "block":
             raise Refusal(400, "unscannable_content", f"{collector.non_text[0]} is not text and cannot be scanned; "
                           "this gateway is set to refuse images, audio and files.")
-        # Text that normalises to nothing (zero-width characters only) is nothing a model reads; a request made
-        # only of such text is refused like an empty one, never allowed unscanned.
-        units = scan_units(collector.segments)
-        if not units:
-            raise Refusal(400, "nothing_to_scan", "The request has no text to scan; send at least one message.")
-        texts = [unit.text for unit in units]
-        calls = sum(len(pieces(text)) for text in texts)
-        if calls > limits.max_scan_units:
-            raise Refusal(413, "too_many_texts", f"The request holds {calls} texts to scan, more than this gateway's "
-                          f"limit of {limits.max_scan_units}; send fewer messages or parts (or ask the operator to "
-                          "raise [limits] max_scan_units).")
-
-        scan_started = time.monotonic()
-        try:
-            verdicts = self.scanner.scan(texts, deadline=scan_started + self.settings.scanner.timeout)
-        except ScannerUnavailable as problem:
-            record["scan_ms"] = round((time.monotonic() - scan_started) * 1000, 2)
-            record["scanner_problem"] = str(problem)
-            # Fail-open is for a scanner that is down or slow on a normal request; a deadline run out by the
-            # request's own size is never a way to buy an unjudged relay.
-            if self.settings.scanner.fail_mode == "open" and not problem.queued:
-                record["decision"] = "fail_open"
-                return self._relay(environ, start_response, route, path, raw, record, started)
-            record["decision"] = "fail_closed"
-            raise Refusal(503, "scanner_unavailable", "The prompt scanner is unavailable, so the request was not "
-                          "sent; try again shortly, or ask the gateway operator to check the scanner.") from None
-        record["scan_ms"] = round((time.monotonic() - scan_started) * 1000, 2)
-        record["scans"] = len(verdicts)
-        record["cache_hits"] = sum(verdict.cached for verdict in verdicts)
+        units = self._scan_units(collector)
+        verdicts = self._scan(units, record)
+        if verdicts is None:
+            return  # failed open: the scanner is down and the operator chose to relay
         role = environ.get(self.settings.policy.role_from) if self.settings.policy.role_from else None
         decision = decide(verdicts, units, self.settings.policy, role)
-        record.update(decision=decision.action, score=decision.score, threshold=decision.threshold,
-                      trigger=decision.trigger, role=role)
-        if decision.trigger_index is not None:
-            text = units[decision.trigger_index].segment.text
-            record.update(prompt_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), prompt_chars=len(text),
-                          scanner_request_id=verdicts[decision.trigger_index].scanner_request_id)
-            record[PROMPT_KEY] = text  # for the audit file only when log_prompts = on; never the request log
+        record.decision, record.score, record.threshold = decision.action, decision.score, decision.threshold
+        record.trigger, record.role = decision.trigger, role
+        if decision.trigger_index is None:
+            return
+        text = units[decision.trigger_index].segment.text
+        record.prompt_sha256, record.prompt_chars = hashlib.sha256(text.encode("utf-8")).hexdigest(), len(text)
+        record.scanner_request_id = verdicts[decision.trigger_index].scanner_request_id
+        record.prompt = text  # for the audit file only when log_prompts = on; never the request log
         if not decision.relay:
             raise Refusal(self.settings.policy.block_status, "prompt_injection_detected",
                           f"The request was blocked: the text at {decision.trigger} looks like a prompt injection "
                           f"(score {decision.score if decision.score is not None else 'n/a'}, threshold "
                           f"{decision.threshold}). If this is legitimate, ask the gateway operator to review it.")
-        return self._relay(environ, start_response, route, path, raw, record, started)
 
     def _extract(self, fmt: WireFormat, path: str, document: dict) -> Collector:
         try:
@@ -182,53 +156,89 @@ class GatewayApp:
             raise Refusal(400, "unrecognized_request", f"The gateway cannot read {unknown.where}: {unknown.what}. "
                           "It refuses what it cannot scan.") from None
 
-    def _relay(self, environ, start_response, route: Route, path: str, body: bytes, record, started):
+    def _scan_units(self, collector: Collector) -> list[ScanUnit]:
+        """The units to scan, within the request's budget; a request with nothing visible is refused, never
+        allowed unscanned (text that normalises to nothing is nothing a model reads)."""
+        units = scan_units(collector.segments)
+        if not units:
+            raise Refusal(400, "nothing_to_scan", "The request has no text to scan; send at least one message.")
+        calls = sum(len(pieces(unit.text)) for unit in units)
+        limit = self.settings.limits.max_scan_units
+        if calls > limit:
+            raise Refusal(413, "too_many_texts", f"The request holds {calls} texts to scan, more than this gateway's "
+                          f"limit of {limit}; send fewer messages or parts (or ask the operator to raise "
+                          "[limits] max_scan_units).")
+        return units
+
+    def _scan(self, units: list[ScanUnit], record: RequestRecord) -> list[Verdict] | None:
+        """The verdicts, or None when the scanner is unavailable and the fail mode is open; 503 when closed."""
+        scan_started = time.monotonic()
+        try:
+            verdicts = self.scanner.scan([unit.text for unit in units],
+                                         deadline=scan_started + self.settings.scanner.timeout)
+        except ScannerUnavailable as problem:
+            record.scan_ms = round((time.monotonic() - scan_started) * 1000, 2)
+            record.scanner_problem = str(problem)
+            # Fail-open is for a scanner that is down or slow on a normal request; a deadline run out by the
+            # request's own size is never a way to buy an unjudged relay.
+            if self.settings.scanner.fail_mode == "open" and not problem.queued:
+                record.decision = "fail_open"
+                return None
+            record.decision = "fail_closed"
+            raise Refusal(503, "scanner_unavailable", "The prompt scanner is unavailable, so the request was not "
+                          "sent; try again shortly, or ask the gateway operator to check the scanner.") from None
+        record.scan_ms = round((time.monotonic() - scan_started) * 1000, 2)
+        record.scans, record.cache_hits = len(verdicts), sum(verdict.cached for verdict in verdicts)
+        return verdicts
+
+    def _relay(self, environ, start_response, route: Route, fmt: WireFormat, path: str, body: bytes,
+               record: RequestRecord, started: float) -> Iterable[bytes]:
         query = environ.get("QUERY_STRING", "")
         url = route.upstream + quote(path, safe=_PATH_SAFE) + (f"?{query}" if query else "")
         # The format may re-sign for the upstream (Bedrock's SigV4); a client's own signature never passes.
-        headers = FORMATS[route.format].upstream_headers(route, environ["REQUEST_METHOD"], url,
-                                                         request_headers(environ), body)
+        headers = fmt.upstream_headers(route.options, record.method, url, request_headers(environ), body)
         upstream_started = time.monotonic()
         try:
-            status, reason, headers_out, upstream_body = self.relay.send(environ["REQUEST_METHOD"], url, headers, body)
+            status, reason, headers_out, upstream_body = self.relay.send(record.method, url, headers, body)
         except UpstreamError as error:
-            record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
             raise Refusal(error.status, "upstream_unavailable", str(error)) from None
-        record["upstream_ms"] = round((time.monotonic() - upstream_started) * 1000, 2)
-        record.setdefault("decision", "unscanned")
-        record["status"] = status
+        finally:
+            record.upstream_ms = round((time.monotonic() - upstream_started) * 1000, 2)
+        record.decision = record.decision or "unscanned"
+        record.status = status
         # The provider's own X-Request-Id is what its support desk asks for: keep it, ours is X-LockLLM-Request-Id.
         upstream_has_id = any(name.lower() == "x-request-id" for name, _ in headers_out)
         headers_out += [header for header in self._gateway_headers(record)
                         if not (upstream_has_id and header[0] == "X-Request-Id")]
-        self.counters.add(str(record["decision"]))
+        self.counters.add(record.decision)
         start_response(f"{status} {reason or 'Upstream'}", headers_out)
         return _LoggedBody(upstream_body, record, started, self._finish)
 
-    def _refuse(self, start_response, fmt: WireFormat, refusal: Refusal, record, started) -> Iterable[bytes]:
-        headers, body = fmt.error_body(refusal, str(record["request_id"]))
-        record.setdefault("decision", "refused")
-        record.update(status=refusal.status, code=refusal.code)
+    def _refuse(self, start_response, fmt: WireFormat, refusal: Refusal, record: RequestRecord,
+                started: float) -> Iterable[bytes]:
+        headers, body = fmt.error_body(refusal, record.request_id)
+        record.decision = record.decision or "refused"
+        record.status, record.code = refusal.status, refusal.code
         headers = headers + list(refusal.headers) + self._gateway_headers(record) + [("Content-Length", str(len(body)))]
-        self.counters.add(str(record["decision"]))
+        self.counters.add(record.decision)
         start_response(f"{refusal.status} {HTTPStatus(refusal.status).phrase}", headers)
         return _LoggedBody([body], record, started, self._finish)
 
-    def _finish(self, record: dict) -> None:
+    def _finish(self, record: RequestRecord) -> None:
         """Everything that follows a finished request: the log line, the audit record, the metrics."""
+        fields = record.fields()
         try:
-            self.metrics.observe(record, getattr(self.scanner, "retries_total", None))
-            self.audit.write(record)
+            self.metrics.observe(fields, getattr(self.scanner, "retries_total", None))
+            self.audit.write(fields)
         finally:
-            log_request(**record)
+            log_request(**fields)
 
     @staticmethod
-    def _gateway_headers(record) -> list[tuple[str, str]]:
-        decision = record.get("decision")
-        safe = {"allow": "true", "block": "false", "monitor": "false"}.get(str(decision), "unknown")
+    def _gateway_headers(record: RequestRecord) -> list[tuple[str, str]]:
+        safe = {"allow": "true", "block": "false", "monitor": "false"}.get(str(record.decision), "unknown")
         return [
-            ("X-Request-Id", str(record["request_id"])),
-            ("X-LockLLM-Request-Id", str(record["request_id"])),
+            ("X-Request-Id", record.request_id),
+            ("X-LockLLM-Request-Id", record.request_id),
             ("X-LockLLM-Scanned", "true" if safe != "unknown" else "false"),
             ("X-LockLLM-Safe", safe),
         ]
@@ -237,7 +247,8 @@ class GatewayApp:
 class _LoggedBody:
     """Passes a response body through and writes the request's log line when the server closes it."""
 
-    def __init__(self, body: Iterable[bytes], record: dict, started: float, finish: Callable[[dict], None]):
+    def __init__(self, body: Iterable[bytes], record: RequestRecord, started: float,
+                 finish: Callable[[RequestRecord], None]):
         self._body = body
         self._record = record
         self._started = started
@@ -255,6 +266,6 @@ class _LoggedBody:
             if close is not None:
                 close()
         finally:
-            self._record["bytes_out"] = self._sent
-            self._record["total_ms"] = round((time.monotonic() - self._started) * 1000, 2)
+            self._record.bytes_out = self._sent
+            self._record.total_ms = round((time.monotonic() - self._started) * 1000, 2)
             self._finish(self._record)

@@ -3,6 +3,7 @@
 Every problem is a client error raised as a `Refusal` (4xx), never a scanner error, so fail-open can never let a
 malformed body through::
 
+    raw, document = read_json_request(environ, max_bytes=10 << 20, max_depth=64)  # or step by step:
     raw = read_body(environ, max_bytes=10 << 20)
     document = parse_json(decode_body(raw, environ.get("HTTP_CONTENT_ENCODING", ""), 10 << 20), max_depth=64)
 """
@@ -22,6 +23,13 @@ _READ_CHUNK = 64 * 1024
 # (RFC 2231's `charset*=`, a repeated charset, quoting, escapes), and a provider that honours another charset
 # (utf-7, latin-1) would read other text than the scanner judged.
 _JSON_CONTENT_TYPE = re.compile(r"application/json(?:\s*;\s*charset=utf-?8)?\s*", re.IGNORECASE)
+
+
+def read_json_request(environ: dict, max_bytes: int, max_depth: int) -> tuple[bytes, dict]:
+    """The raw body as received (what is relayed) and the JSON object it holds, checked by every rule here."""
+    check_content_type(environ.get("CONTENT_TYPE", ""))
+    raw = read_body(environ, max_bytes)
+    return raw, parse_json(decode_body(raw, environ.get("HTTP_CONTENT_ENCODING", ""), max_bytes), max_depth)
 
 
 def check_content_type(value: str) -> None:

@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Sequence
 
-from .config import ConfigError, load_settings, masked_url
+from .config import ConfigError, load_settings
+from .stores import masked_url
 from .express import express_command
 
 
@@ -62,7 +63,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _scan(args: argparse.Namespace) -> int:
     from .normalize import normalize_for_scan
-    from .scan import ScannerUnavailable, make_scanner
+    from .scan import make_scanner
+    from .verdict import ScannerUnavailable
 
     settings = load_settings(_config_path(args))
     scanner = make_scanner(settings.scanner)

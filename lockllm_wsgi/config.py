@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+from .formats import FORMATS
 from .presets import PRESETS
+from .stores import is_redis, masked_url, sqlite_path
 
 DEFAULT_SCANNER_URL = "https://api.lockllm.com/v1/scan"
 # The scan budget of one whole request, retries included: an LLM call already takes seconds, but a gateway that
@@ -66,7 +68,7 @@ class ScannerSettings:
     @property
     def cache_path(self) -> str | None:
         """The SQLite file behind `cache = sqlite:////abs/path`, or None when caching is off or in Redis."""
-        return self.cache[len("sqlite:///"):] if self.cache.startswith("sqlite:///") else None
+        return sqlite_path(self.cache)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ class Route:
     prefix: str
     upstream: str
     format: str
-    region: str = ""  # AWS region a Bedrock route signs for; empty: taken from the upstream host name
+    # Keys the route's format takes (WireFormat.route_options), completed and checked by its check_route.
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,14 +199,15 @@ def _http_url(text: str) -> str:
 def _store(text: str) -> str:
     """A shared store: `sqlite:////absolute/path` (one node) or `redis://host:port/db` (several nodes)."""
     value = text.strip()
-    if value.startswith(("redis://", "rediss://")):
+    if is_redis(value):
         if not urlsplit(value).hostname:
             raise ValueError(f"needs a host (redis://host:6379/0), not {masked_url(value)!r}")
         return value
-    if not value.startswith("sqlite:///"):
+    path = sqlite_path(value)
+    if path is None:
         raise ValueError("must be 'sqlite:////absolute/path.sqlite' or 'redis://host:port/db', "
                          f"not {masked_url(value)!r}")
-    if not os.path.isabs(value[len("sqlite:///"):]):
+    if not os.path.isabs(path):
         raise ValueError(f"needs an absolute path (four slashes: sqlite:////var/cache/...), not {text!r}")
     return value
 
@@ -227,11 +231,6 @@ def _signals(text: str) -> tuple[str, ...]:
 
 def _cache(text: str) -> str:
     return "off" if text.strip().lower() == "off" else _store(text)
-
-
-def masked_url(url: str) -> str:
-    """A store URL safe to print: any password (redis://:secret@host) replaced by ****."""
-    return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1****@", url)
 
 
 def _on_off(text: str) -> bool:
@@ -269,16 +268,7 @@ def _prefix(text: str) -> str:
     return "" if value == "/" else value
 
 
-def _region(text: str) -> str:
-    value = text.strip()
-    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+", value):
-        raise ValueError(f"must be an AWS region such as us-east-1, not {text!r}")
-    return value
-
-
 def _format(text: str) -> str:
-    from .formats import FORMATS  # imported late: formats import nothing from here, but keep start-up cheap
-
     value = text.strip().lower()
     if value not in FORMATS:
         raise ValueError(f"must be one of {', '.join(sorted(FORMATS))}, not {text!r}")
@@ -336,7 +326,6 @@ _ROUTE_KEYS: dict[str, Callable[[str], object]] = {
     "prefix": _prefix,
     "upstream": _http_url,
     "format": _format,
-    "region": _region,
     "preset": _one_of(*PRESETS),
 }
 
@@ -368,6 +357,25 @@ class _Reader:
 
 
 _KNOWN_SECTIONS = ("scanner", "policy", "thresholds", "limits", "upstream", "audit", "ops", "metrics", "ratelimit")
+
+
+# Every option some format takes; a route may set only its own format's (checked in _route).
+_ROUTE_OPTIONS = {key: convert for fmt in FORMATS.values() for key, convert in fmt.route_options.items()}
+
+
+def _route(reader: _Reader, section: str, values: dict[str, object]) -> Route:
+    """A route from its converted keys: the format's own options checked and completed by the format."""
+    fmt = FORMATS[str(values["format"])]
+    options = {key: str(values.pop(key)) for key in list(values) if key in _ROUTE_OPTIONS}
+    for key in options:
+        if key not in fmt.route_options:
+            raise reader.fail(section, key, f"is not a setting of {fmt.name} routes")
+    try:
+        options = dict(fmt.check_route(str(values["upstream"]), options))
+    except ValueError as error:
+        raise reader.fail(section, None, str(error)) from None
+    return Route(name=section[len("route:"):], prefix=str(values.get("prefix", "")), upstream=str(values["upstream"]),
+                 format=fmt.name, options=options)
 
 
 def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settings:
@@ -412,7 +420,7 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
     for name in parser.sections():
         if not name.startswith("route:"):
             continue
-        values = reader.section(name, _ROUTE_KEYS)
+        values = reader.section(name, {**_ROUTE_KEYS, **_ROUTE_OPTIONS})
         preset = values.pop("preset", None)
         if preset is not None:
             if values.setdefault("format", "openai") != "openai":
@@ -421,7 +429,7 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
         for required in ("upstream", "format"):
             if required not in values:
                 raise reader.fail(name, required, "is required")
-        routes.append(Route(name=name[len("route:"):], **{"prefix": "", **values}))  # type: ignore[arg-type]
+        routes.append(_route(reader, name, values))
     if not routes:
         raise ConfigError(f"{path}: no [route:NAME] section: name at least one upstream, e.g. [route:openai]")
     prefixes = [route.prefix for route in routes]

@@ -1,7 +1,8 @@
 """Who is calling: the identity a rate limit counts against and an audit record names.
 
-Apache's authenticated user (REMOTE_USER) when there is one; else the provider key the client sends, hashed (a
-key is never kept); else the client address::
+Apache's authenticated user (REMOTE_USER) when there is one; else the client's key, hashed (a key is never kept),
+as the route's wire format finds it (`WireFormat.client_key`; by default `provider_key`, the headers where the
+provider SDKs put their API key); else the client address::
 
     client_identity({"REMOTE_USER": "alice"})  # -> "user:alice"
     client_identity({"HTTP_AUTHORIZATION": "Bearer sk-..."})  # -> "key:3f2a..."
@@ -30,11 +31,12 @@ def provider_key(environ: Mapping[str, object]) -> str | None:
     return keys[0] if keys else None
 
 
-def client_identity(environ: Mapping[str, object]) -> str:
+def client_identity(environ: Mapping[str, object], key: str | None = None) -> str:
+    """`key` is the client's key as its format reads it; when None, the provider-key headers are read."""
     user = environ.get("REMOTE_USER")
     if user:
         return f"user:{user}"
-    key = provider_key(environ)
+    key = key or provider_key(environ)
     if key:
         return "key:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:KEY_DIGEST_CHARS]
     return f"addr:{environ.get('REMOTE_ADDR') or 'unknown'}"

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from .config import PolicySettings
 from .extract import ScanUnit
-from .scan import Verdict
+from .verdict import Verdict
 
 
 @dataclass(frozen=True)

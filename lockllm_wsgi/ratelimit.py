@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -22,9 +21,8 @@ from typing import Protocol
 import redis
 
 from .config import RateLimitSettings
-from .outage import Outage
 from .refusal import Refusal
-from .verdict_cache import redis_client
+from .stores import Outage, create_private_file, is_redis, redis_client, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +72,7 @@ class SQLiteBuckets:
 
     def __init__(self, path: str):
         self.path = path
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        create_private_file(path)
         self._local = threading.local()
         self._takes = 0
         self._connection().execute(
@@ -144,8 +141,8 @@ class RateLimiter:
         self.outage = Outage("ratelimit", settings.store)
         self.shared: Buckets | None
         try:
-            self.shared = RedisBuckets(settings.store) if settings.store.startswith(("redis://", "rediss://")) \
-                else SQLiteBuckets(settings.store[len("sqlite:///"):])
+            self.shared = RedisBuckets(settings.store) if is_redis(settings.store) \
+                else SQLiteBuckets(str(sqlite_path(settings.store)))
         except (OSError, sqlite3.Error) as error:
             self.shared = None
             self.outage.failed(error)

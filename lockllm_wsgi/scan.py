@@ -20,13 +20,14 @@ import time
 from collections import OrderedDict
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from .config import ScannerSettings
+from .verdict import ScannerUnavailable, Verdict, parse_verdict
 from .verdict_cache import BackgroundWriter, open_cached_session
 
 log = logging.getLogger(__name__)
@@ -47,65 +48,11 @@ BACKOFF_BASE_SECONDS = 0.1
 DEFAULT_MEMO_ENTRIES = 4096
 
 
-class ScannerUnavailable(Exception):
-    """No usable verdict within the deadline; the message says why, for logs (it never contains prompt text).
-
-    `queued` is True when the request had more fresh texts than the pool has workers, or some of its scans had not
-    even started at the deadline: the request's own size (or the load on this process) ran out the time, not a sick
-    scanner, so no fail mode may open on it.
-    """
-
-    def __init__(self, message: str, queued: bool = False):
-        super().__init__(message)
-        self.queued = queued
-
-
-@dataclass(frozen=True)
-class Verdict:
-    safe: bool | None  # the scanner's own flag
-    score: float | None  # injection score, normalised to 0..1
-    label: str | None = None
-    scanner_request_id: str | None = None
-    cached: bool = False
-    families: tuple[str, ...] = ()
-
-    @staticmethod
-    def worst(verdicts: Sequence["Verdict"]) -> "Verdict":
-        """One verdict for a text scanned in pieces: the most dangerous piece speaks for the whole text."""
-        return max(verdicts, key=lambda v: (v.safe is False, v.score if v.score is not None else -1.0))
-
-
 def pieces(text: str, size: int = MAX_SCAN_CHARS, overlap: int = PIECE_OVERLAP_CHARS) -> list[str]:
     if len(text) <= size:
         return [text]
     step = size - overlap
     return [text[start:start + size] for start in range(0, len(text) - overlap, step)]
-
-
-def parse_verdict(data: object) -> Verdict:
-    """A Verdict from the scan API's JSON, or ScannerUnavailable if it says nothing usable (never "safe")."""
-    if not isinstance(data, dict):
-        raise ScannerUnavailable("scanner answered with JSON that is not an object")
-    safe = data.get("safe")
-    if not isinstance(safe, bool):
-        safe = None
-    score = data.get("injection")
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 <= score <= 100:
-        score = None
-    elif isinstance(score, int) or score > 1:
-        # Percentages come as whole numbers (some API versions) and fractions with a decimal point, so an integer
-        # 1 is 1 %, not certainty; 1.0 is certainty.
-        score = score / 100.0
-    if safe is None and score is None:
-        raise ScannerUnavailable("scanner verdict has neither 'safe' nor a usable 'injection' score")
-    label = data.get("label")
-    request_id = data.get("request_id")
-    return Verdict(
-        safe=safe,
-        score=float(score) if score is not None else None,
-        label=str(label) if label is not None else None,
-        scanner_request_id=str(request_id) if request_id is not None else None,
-    )
 
 
 def _retry_after(response: requests.Response) -> float:

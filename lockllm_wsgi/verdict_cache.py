@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -26,8 +25,9 @@ from requests_cache import BaseCache, CachedSession, RedisCache, SQLiteCache
 from requests_cache.serializers.pipeline import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import json_preconf_stage
 
-from .config import ScannerSettings, masked_url
-from .outage import Outage
+from .config import ScannerSettings
+from .stores import Outage, create_private_file, is_redis, masked_url, redis_client
+from .verdict import ScannerUnavailable, parse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,6 @@ log = logging.getLogger(__name__)
 VERDICT_FIELDS = ("safe", "label", "confidence", "injection", "request_id")
 # Milliseconds a process waits for another's write before treating the cache as unavailable (a miss).
 DEFAULT_BUSY_TIMEOUT_MS = 2000
-# A scan takes tens of milliseconds; a cache lookup that takes longer than this is worse than no cache.
-DEFAULT_REDIS_TIMEOUT_SECONDS = 0.25
 # Redis keys of the verdict cache start with this, so one Redis can serve other applications too.
 REDIS_NAMESPACE = "lockllm_wsgi:verdicts"
 # Verdicts waiting for the background writer. Storing one costs 0.3-0.5 ms (cattrs, JSON, an SQLite write), so it
@@ -169,8 +167,6 @@ class ForgivingRedisCache(_Forgiving, RedisCache):
 def _is_usable_verdict(response: requests.Response) -> bool:
     """Only a 200 whose JSON holds a verdict is stored: errors and unusable answers are never cached. The scan
     client's own parser decides, so the cache never keeps an answer the client would refuse on every later read."""
-    from .scan import ScannerUnavailable, parse_verdict  # here, not above: scan.py imports this module
-
     try:
         parse_verdict(response.json())
     except (ValueError, ScannerUnavailable):
@@ -178,30 +174,16 @@ def _is_usable_verdict(response: requests.Response) -> bool:
     return True
 
 
-def _prepare_file(path: str) -> None:
-    """Create the cache file 0600 (SQLite gives its -wal and -shm files the same mode) in a 0700 folder."""
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-
-
-def redis_client(url: str) -> redis.Redis:
-    """A Redis client that gives up quickly: a slow Redis must cost a cache miss, not a slow request."""
-    return redis.Redis.from_url(url, socket_timeout=DEFAULT_REDIS_TIMEOUT_SECONDS,
-                                socket_connect_timeout=DEFAULT_REDIS_TIMEOUT_SECONDS)
-
-
 def open_backend(settings: ScannerSettings) -> BaseCache:
     """The storage named by `[scanner] cache`, with the scrubbing serializer; raises OSError or sqlite3.Error."""
-    if settings.cache.startswith(("redis://", "rediss://")):
+    if is_redis(settings.cache):
         backend = ForgivingRedisCache(REDIS_NAMESPACE, connection=redis_client(settings.cache),
                                       serializer=_SCRUBBING_JSON, decode_content=True)
         backend.outage = Outage("verdict_cache", settings.cache)
         return backend
     path = settings.cache_path
     assert path is not None, "open_backend needs a cache setting other than off"
-    _prepare_file(path)
+    create_private_file(path)
     return ForgivingSQLiteCache(
         path, serializer=_SCRUBBING_JSON, decode_content=True, wal=True, busy_timeout=DEFAULT_BUSY_TIMEOUT_MS,
         timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,

@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from conftest import ATTACK
 from lockllm_wsgi.config import ConfigError
+from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.formats.bedrock import CREDENTIALS, signing_region
 
 MODEL = "amazon.nova-lite-v1:0"
@@ -192,12 +193,30 @@ def test_the_signing_region_is_the_route_setting_or_else_the_one_in_the_upstream
         "us-west-2"
 
 
-def test_a_route_without_a_region_to_sign_for_is_refused_unforwarded(make_gateway, provider):
-    gateway = make_gateway(routes={"bedrock": ""})  # the fake host's name names no region
-    with pytest.raises(ClientError) as caught:
-        client(gateway).converse(modelId=MODEL, messages=[{"role": "user", "content": [{"text": "hi"}]}])
-    assert "`region`" in caught.value.response["Error"]["Message"]
-    assert provider.log == []
+def test_a_route_without_a_region_to_sign_for_stops_start_up(make_gateway, monkeypatch, tmp_path):
+    """Checked when the route is loaded, not on the first request: the fake host's name names no region, and the
+    AWS SDK's own settings (AWS_REGION, the profile) name none either."""
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    with pytest.raises(ConfigError, match=r"\[route:bedrock\] names no AWS region.*`region`"):
+        make_gateway(routes={"bedrock": ""})
+
+
+def test_the_aws_sdks_own_region_is_used_when_the_route_names_none(make_gateway, monkeypatch):
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    gateway = make_gateway(routes={"bedrock": ""})
+    assert {route.name: route.options for route in gateway.settings.routes}["bedrock"] == {"region": "eu-central-1"}
+
+
+def test_a_bedrock_client_is_one_identity_whatever_it_signs():
+    """The SigV4 header changes with every request; the access key id in it does not."""
+    fmt = FORMATS["bedrock"]
+    first = {"HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=AKIDCLIENT0000001/20250101/us-east-1/bedrock/"
+                                   "aws4_request, SignedHeaders=host, Signature=aaaa"}
+    second = {"HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=AKIDCLIENT0000001/20250102/us-east-1/bedrock/"
+                                    "aws4_request, SignedHeaders=host;x-amz-date, Signature=bbbb"}
+    assert fmt.client_key(first) == fmt.client_key(second) == "aws:AKIDCLIENT0000001"
 
 
 def test_region_setting_must_be_an_aws_region(make_gateway):

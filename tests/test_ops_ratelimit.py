@@ -87,7 +87,7 @@ def test_processes_sharing_the_store_share_the_limit(make_gateway, tmp_path, rel
 
 def test_an_unusable_store_falls_back_to_per_process_limits(make_gateway, tmp_path, relaying, caplog):
     (tmp_path / "not-a-folder").write_text("")
-    with caplog.at_level(logging.WARNING, logger="lockllm_wsgi.outage"):
+    with caplog.at_level(logging.WARNING, logger="lockllm_wsgi.stores"):
         gateway = make_gateway(limited(tmp_path, rpm=6, burst=1, store=f"sqlite:///{tmp_path}/not-a-folder/rl.sqlite"))
         assert [chat(gateway).status_code for _ in range(2)] == [200, 429]
     assert any('"event": "store_unavailable"' in message for message in caplog.messages)

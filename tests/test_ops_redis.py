@@ -66,7 +66,7 @@ def redis_server():
 @pytest.fixture
 def store(redis_server, monkeypatch):
     """The Redis, emptied, with a short outage cool-down so recovery shows within a test."""
-    monkeypatch.setattr("lockllm_wsgi.outage.DEFAULT_COOL_DOWN_SECONDS", 0.3)
+    monkeypatch.setattr("lockllm_wsgi.stores.DEFAULT_COOL_DOWN_SECONDS", 0.3)
     if redis_server.process is None:
         redis_server.start()
     client = redis.Redis.from_url(redis_server.url)

@@ -15,7 +15,8 @@ from lockllm_wsgi.normalize import normalize_for_scan
 from lockllm_wsgi.policy import decide
 from lockllm_wsgi.refusal import Refusal
 from lockllm_wsgi.relay import request_headers, response_headers
-from lockllm_wsgi.scan import Verdict, parse_verdict, pieces, ScannerUnavailable
+from lockllm_wsgi.scan import pieces
+from lockllm_wsgi.verdict import ScannerUnavailable, Verdict, parse_verdict
 
 
 @pytest.mark.parametrize("body, code", [

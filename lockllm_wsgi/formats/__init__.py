@@ -1,34 +1,58 @@
 """Wire formats: one module per provider API, each knowing where the text is and how its errors look.
 
-A format is a `WireFormat`: a table of the endpoints whose bodies it reads (a path pattern and a function that
-walks the body into a `Collector`), and `error_body`, which renders a `Refusal` in that provider's error shape so
-its SDK raises its native exception::
+A format is a `WireFormat`, whose methods name everything a format supplies to the request path: the endpoints it
+reads and how it walks their bodies into a `Collector` (`endpoints`, `extract`), whether a request streams, its
+error shape and vocabulary (so the provider's SDK raises its native exception), the headers sent upstream (a
+provider that authenticates per request re-signs here), the client identity a rate limit counts, and the route
+options it takes from the INI file. Adding a format is one module, one line in `_registry` and one test module
+(docs/new-format.md)::
 
     fmt = FORMATS["openai"]
     collector = fmt.extract("/v1/chat/completions", body)
+
+Formats import the extraction and value modules below them, never the settings or the app above them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Mapping
 
 from ..extract import Collector, UnknownShape
+from ..identity import provider_key
 from ..refusal import Refusal
 
-if TYPE_CHECKING:
-    from ..config import Route
-
 Walker = Callable[[dict, Collector], None]
+# A route option's converter: its INI text in, its value out, ValueError with a message for people.
+OptionConverter = Callable[[str], str]
+
+# Error kinds by status in the vocabulary OpenAI and Anthropic share (their `type` / `error.type`); formats with
+# their own vocabulary (Gemini's google.rpc codes, Bedrock's exception names) override `error_kind`.
+KIND_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "api_error",
+    504: "api_error",
+}
 
 
-class WireFormat:
-    """Base: subclasses fill `name`, `endpoints` and `error_body`."""
+class WireFormat(ABC):
+    """Everything one provider API supplies; a subclass sets `name` and `endpoints` and renders `error_body`."""
 
     name = ""
     # (compiled path pattern, walker): the first pattern that matches the path after the route prefix wins.
     endpoints: tuple[tuple[re.Pattern, Walker], ...] = ()
+    # Keys a `[route:NAME]` section of this format may set beyond prefix, upstream, format and preset.
+    route_options: Mapping[str, OptionConverter] = {}
 
     def extract(self, path: str, body: dict, lenient: bool = False) -> Collector:
         """The body's segments; `lenient` (unknown_shapes = scan_strings) scans what is unknown as plain strings."""
@@ -45,10 +69,24 @@ class WireFormat:
     def is_stream(self, path: str, body: Mapping[str, Any]) -> bool:
         return body.get("stream") is True
 
+    @abstractmethod
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
-        raise NotImplementedError
+        """The headers and body of a refusal in the provider's own error shape."""
 
-    def upstream_headers(self, route: "Route", method: str, url: str, headers: dict[str, str],
+    def error_kind(self, status: int) -> str:
+        """The provider's name for an error of this status, where its error shape has one."""
+        return KIND_BY_STATUS.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+    def client_key(self, environ: Mapping[str, object]) -> str | None:
+        """What identifies the calling client to this provider (its API key), for rate limits and audit records;
+        None when the request carries none."""
+        return provider_key(environ)
+
+    def check_route(self, upstream: str, options: Mapping[str, str]) -> Mapping[str, str]:
+        """The route's options completed and checked at start-up; ValueError names what is missing."""
+        return options
+
+    def upstream_headers(self, options: Mapping[str, str], method: str, url: str, headers: dict[str, str],
                          body: bytes) -> dict[str, str]:
         """The headers sent upstream; a format whose provider authenticates per request (SigV4) re-signs here."""
         return headers

@@ -149,25 +149,23 @@ def messages(body: dict, collector: Collector) -> None:
             collector.strings(body[key], key, "response_format")
 
 
-def error_payload(refusal: Refusal, request_id: str) -> dict:
-    """Anthropic's error envelope; `details.error_code` is what the SDK exposes as `error.error_code`."""
-    # 529 is Anthropic's own "overloaded"; every other status keeps the shared kind table.
-    kind = "overloaded_error" if refusal.status == 529 else refusal.kind
-    return {
-        "type": "error",
-        "error": {"type": kind, "message": with_request_id(refusal, request_id),
-                  "details": {"error_code": refusal.code}},
-        "request_id": request_id,
-    }
-
-
 class AnthropicFormat(WireFormat):
     name = "anthropic"
     endpoints = (
         (re.compile(r"/v1/messages(/count_tokens)?$"), messages),
     )
 
+    def error_kind(self, status: int) -> str:
+        # 529 is Anthropic's own "overloaded"; every other status keeps the shared vocabulary.
+        return "overloaded_error" if status == 529 else super().error_kind(status)
+
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
-        # `request-id` is the header the SDK reads into `error.request_id`.
-        headers = [("Content-Type", "application/json"), ("request-id", request_id)]
-        return headers, json_bytes(error_payload(refusal, request_id))
+        """Anthropic's error envelope; `details.error_code` is what the SDK exposes as `error.error_code`, and
+        `request-id` is the header it reads into `error.request_id`."""
+        payload = {
+            "type": "error",
+            "error": {"type": self.error_kind(refusal.status), "message": with_request_id(refusal, request_id),
+                      "details": {"error_code": refusal.code}},
+            "request_id": request_id,
+        }
+        return [("Content-Type", "application/json"), ("request-id", request_id)], json_bytes(payload)

@@ -8,7 +8,8 @@ as `us.anthropic.*`) are read by the anthropic format's walker; other models' In
 
 Clients sign their requests for the gateway's host, so the client's SigV4 headers are dropped and the request is
 signed again with the gateway's own AWS credentials (botocore's default chain: environment, config files, role)
-for the route's `region` (or the region in the upstream host name). Needs the `aws` extra (botocore). Errors carry
+for the route's `region`, else the region in the upstream host name, else the AWS SDK's own (AWS_REGION, the
+profile), settled when the route is loaded. Needs the `aws` extra (botocore). Errors carry
 `x-amzn-ErrorType`, so botocore raises `ClientError` with code `ValidationException` and our message::
 
     fmt = FORMATS["bedrock"]
@@ -17,18 +18,16 @@ for the route's `region` (or the region in the upstream host name). Needs the `a
 
 from __future__ import annotations
 
+import os
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
 from . import WireFormat, json_bytes, known_role, only_key, with_request_id
 from .anthropic import messages as anthropic_messages
-
-if TYPE_CHECKING:
-    from ..config import Route
 
 # Bedrock's error types by status, as botocore names them in the bedrock-runtime service model.
 ERROR_TYPES = {
@@ -45,6 +44,9 @@ ERROR_TYPES = {
 CLIENT_SIGNATURE_HEADERS = frozenset({"authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256"})
 SIGNING_SERVICE = "bedrock"
 _REGION_IN_HOST = re.compile(r"^bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com$")
+_AWS_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+# SigV4: `Authorization: AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/bedrock/aws4_request, ...`.
+_CREDENTIAL = re.compile(r"Credential=([A-Z0-9]{16,128})/")
 
 _CONVERSE_KEYS = frozenset(
     """messages system inferenceConfig toolConfig guardrailConfig projectIdentifier additionalModelRequestFields
@@ -217,14 +219,32 @@ class _Credentials:
 CREDENTIALS = _Credentials()
 
 
+def region_option(text: str) -> str:
+    """The `region` a Bedrock route may set."""
+    value = text.strip()
+    if not _AWS_REGION.fullmatch(value):
+        raise ValueError(f"must be an AWS region such as us-east-1, not {text!r}")
+    return value
+
+
 def signing_region(route_region: str, url: str) -> str:
+    """The route's `region`, else the one the upstream host names (bedrock-runtime.REGION.amazonaws.com), else ""."""
     if route_region:
         return route_region
     match = _REGION_IN_HOST.match(urlsplit(url).hostname or "")
-    if not match:
-        raise Refusal(500, "gateway_misconfigured", "The gateway cannot tell which AWS region to sign for; the "
-                      "operator must set `region` in this Bedrock route.")
-    return match.group(1)
+    return match.group(1) if match else ""
+
+
+def sdk_region() -> str:
+    """The region the AWS SDKs would use: AWS_REGION, AWS_DEFAULT_REGION, else the profile's; "" if none."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        return region
+    try:
+        import botocore.session  # the aws extra: reads the profile (AWS_PROFILE, AWS_CONFIG_FILE)
+    except ImportError:
+        return ""
+    return botocore.session.get_session().get_config_variable("region") or ""
 
 
 class BedrockFormat(WireFormat):
@@ -235,16 +255,36 @@ class BedrockFormat(WireFormat):
          anthropic_messages),
     )
 
+    route_options = {"region": region_option}
+
     def is_stream(self, path: str, body: Mapping[str, Any]) -> bool:
         return path.endswith(("/converse-stream", "/invoke-with-response-stream"))
 
-    def upstream_headers(self, route: "Route", method: str, url: str, headers: dict[str, str],
+    def check_route(self, upstream: str, options: Mapping[str, str]) -> Mapping[str, str]:
+        """The region to sign for, settled at start-up: the route's, the upstream host's, or the AWS SDK's own."""
+        region = signing_region(options.get("region", ""), upstream) or sdk_region()
+        if not region:
+            raise ValueError("names no AWS region to sign for: set `region` in this route (or AWS_REGION in the "
+                             "daemons' environment), or use an upstream such as https://bedrock-runtime.us-east-1."
+                             "amazonaws.com")
+        return {**options, "region": region}
+
+    def client_key(self, environ: Mapping[str, object]) -> str | None:
+        """The client's AWS access key id from its SigV4 `Credential=`: the rest of the header (date, signature)
+        changes on every request, and one client must be one identity."""
+        match = _CREDENTIAL.search(str(environ.get("HTTP_AUTHORIZATION") or ""))
+        return f"aws:{match.group(1)}" if match else super().client_key(environ)
+
+    def error_kind(self, status: int) -> str:
+        return ERROR_TYPES.get(status, "ValidationException" if status < 500 else "InternalServerException")
+
+    def upstream_headers(self, options: Mapping[str, str], method: str, url: str, headers: dict[str, str],
                          body: bytes) -> dict[str, str]:
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
         kept = {name: value for name, value in headers.items() if name.lower() not in CLIENT_SIGNATURE_HEADERS}
-        region = signing_region(route.region, url)
+        region = options["region"]  # settled by check_route at start-up
         credentials = CREDENTIALS.get()
         if credentials is None:
             raise Refusal(500, "gateway_misconfigured", "The gateway has no AWS credentials to sign the request to "
@@ -254,8 +294,6 @@ class BedrockFormat(WireFormat):
         return dict(request.headers.items())
 
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
-        kind = ERROR_TYPES.get(refusal.status, "ValidationException" if refusal.status < 500 else
-                               "InternalServerException")
-        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", kind),
+        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", self.error_kind(refusal.status)),
                    ("x-amzn-RequestId", request_id)]
         return headers, json_bytes({"message": with_request_id(refusal, request_id)})

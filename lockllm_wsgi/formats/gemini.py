@@ -192,12 +192,14 @@ class GeminiFormat(WireFormat):
     def is_stream(self, path: str, body: Mapping[str, Any]) -> bool:
         return path.endswith(":streamGenerateContent")
 
+    def error_kind(self, status: int) -> str:
+        return STATUS_NAMES.get(status, "INVALID_ARGUMENT" if status < 500 else "INTERNAL")
+
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
-        status = STATUS_NAMES.get(refusal.status, "INVALID_ARGUMENT" if refusal.status < 500 else "INTERNAL")
         error = {
             "code": refusal.status,
             "message": with_request_id(refusal, request_id),
-            "status": status,
+            "status": self.error_kind(refusal.status),
             # ErrorInfo is how Google APIs give a machine-readable reason beside the message.
             "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": refusal.code.upper(),
                          "domain": "lockllm-wsgi", "metadata": {"request_id": request_id}}],

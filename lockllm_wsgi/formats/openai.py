@@ -319,6 +319,6 @@ class OpenAIFormat(WireFormat):
     endpoints = tuple((re.compile(rf"/{suffix}$"), walk) for suffix, walk in ENDPOINT_WALKERS.items())
 
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
-        error = {"message": with_request_id(refusal, request_id), "type": refusal.kind, "param": None,
+        error = {"message": with_request_id(refusal, request_id), "type": self.error_kind(refusal.status), "param": None,
                  "code": refusal.code}
         return [("Content-Type", "application/json")], json_bytes({"error": error})

@@ -1,0 +1,54 @@
+"""The request record: one typed object per request, filled in step by step on the request path and written out
+once when the request ends, as the request log line, the audit record and the metrics::
+
+    record = RequestRecord(request_id="req_...", method="POST", client="10.0.0.5")
+    record.decision = "allow"
+    record.fields()  # -> {"request_id": "req_...", "method": "POST", "route": None, ..., "decision": "allow"}
+
+Fields left unset (None) are left out of `fields()`, except the first six, which every log line carries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields as dataclass_fields
+
+# Every line names these, set or not: an operator greps for `"route": null` as readily as for a route.
+_ALWAYS = frozenset({"request_id", "method", "route", "client", "user", "identity"})
+
+
+@dataclass
+class RequestRecord:
+    request_id: str
+    method: str
+    route: str | None = None
+    client: str | None = None
+    user: str | None = None
+    identity: str | None = None
+    path: str | None = None
+    stream: bool | None = None  # operators tell streamed calls apart in the log
+    segments: int | None = None
+    non_text_parts: int | None = None
+    scan_ms: float | None = None
+    scanner_problem: str | None = None
+    scans: int | None = None
+    cache_hits: int | None = None
+    decision: str | None = None  # allow, block, monitor, fail_open, fail_closed, unscanned, refused, error
+    score: float | None = None
+    threshold: float | None = None
+    trigger: str | None = None  # where the unsafe text was (field path)
+    role: str | None = None
+    prompt_sha256: str | None = None
+    prompt_chars: int | None = None
+    scanner_request_id: str | None = None
+    # The text that triggered a block: kept in the audit file only with `[audit] log_prompts = on`, never logged.
+    prompt: str | None = None
+    upstream_ms: float | None = None
+    status: int | None = None
+    code: str | None = None
+    bytes_out: int | None = None
+    total_ms: float | None = None
+
+    def fields(self) -> dict[str, object]:
+        """The record as the log line, audit record and metrics read it, in this order."""
+        return {field.name: getattr(self, field.name) for field in dataclass_fields(self)
+                if field.name in _ALWAYS or getattr(self, field.name) is not None}
