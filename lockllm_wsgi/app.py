@@ -179,9 +179,9 @@ class GatewayApp:
         except ScannerUnavailable as problem:
             record.scan_ms = round((time.monotonic() - scan_started) * 1000, 2)
             record.scanner_problem = str(problem)
-            # Fail-open is for a scanner that is down or slow on a normal request; a deadline run out by the
-            # request's own size is never a way to buy an unjudged relay.
-            if self.settings.scanner.fail_mode == "open" and not problem.queued:
+            # Fail-open is for a scanner that is down, erroring or slow on a normal request; what the client can
+            # cause (its size, input the scanner refuses, a flood that exhausts the quota) never buys a relay.
+            if self.settings.scanner.fail_mode == "open" and not problem.caused_by_request:
                 record.decision = "fail_open"
                 return None
             record.decision = "fail_closed"

@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from . import files
-from .normalize import collapse_whitespace, normalize_for_scan
+from .normalize import collapse_whitespace, scan_copy
 
 # Characters of the text before a segment scanned with it: enough to hold the start of an instruction split
 # across messages or parts, small enough that a resent conversation scans well under twice its length
 # (benchmarks/conversation.py).
 DEFAULT_CONTEXT_CHARS = 300
+# A string of this many base64 characters and nothing else, in a part the format does not know, is read as bytes.
+_MIN_BASE64_CHARS = 64
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]+=*")
 # Levels of JSON inside a JSON string that tool arguments are decoded through (clients double-encode them).
 _MAX_JSON_IN_JSON = 3
 
@@ -105,7 +108,7 @@ class Collector:
     def file(self, data: Any, where: str, role: str | None, media_type: Any = None, filename: Any = None) -> None:
         """Base64 file bytes: text (by declared type, file name or content) is scanned, anything else is non-text."""
         try:
-            self._file_bytes(files.decode_base64(data), where, role, media_type, files.is_text_filename(filename))
+            self._file_bytes(files.decode_base64(data), where, role, media_type, filename)
         except ValueError as problem:
             raise UnknownShape(where, str(problem)) from None
 
@@ -118,16 +121,22 @@ class Collector:
             return
         try:
             media_type, data = files.data_url(value)
-            self._file_bytes(data, where, role, media_type, False)
+            self._file_bytes(data, where, role, media_type, None)
         except ValueError as problem:
             raise UnknownShape(where, str(problem)) from None
 
-    def _file_bytes(self, data: bytes, where: str, role: str | None, media_type: Any, text_declared: bool) -> None:
-        text = files.inline_text(data, media_type, text_declared)
+    def _file_bytes(self, data: bytes, where: str, role: str | None, media_type: Any, filename: Any) -> None:
+        text = files.inline_text(data, media_type, files.is_text_filename(filename))
         if text is None:
             self.binary(where)
-            return
-        converted = files.markup_text(text)
+        else:
+            self.document(text, where, role, media_type, filename)
+
+    def document(self, text: Any, where: str, role: str | None, media_type: Any = None, filename: Any = None) -> None:
+        """A document's text: markup a provider converts (HTML, XML, RTF, Markdown) is judged as the model reads
+        it after the conversion, and raw beside it (comments, scripts)."""
+        converted = files.markup_text(text) if isinstance(text, str) and files.is_markup(text, media_type,
+                                                                                         filename) else None
         self.text(text, where, role, aside=converted is not None)
         if converted is not None:
             self.text(converted, f"{where}<as text>", role)
@@ -147,7 +156,15 @@ class Collector:
             raise UnknownShape(where, what)
         if key is not None:
             self.text(key, f"{where}<key>")
-        self.strings(value, where)
+        for path, text in iter_strings(value, where):
+            # Inline bytes inside an unknown part (vLLM's audio_url, image_embeds...) are still files: read by
+            # content, and counted as non-text when they are not text.
+            if text[:5].lower() == "data:":
+                self.url(text, path, None)
+            elif len(text) >= _MIN_BASE64_CHARS and _BASE64.fullmatch(text):
+                self.file(text, path, None)
+            else:
+                self.text(text, path)
 
 
 def iter_strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
@@ -190,15 +207,35 @@ def scan_units(segments: list[Segment], context_chars: int = DEFAULT_CONTEXT_CHA
     parts (a model reads a message's parts as one text) is still seen whole within the window. It is measured in
     the normalised text, whose invisible characters are gone and whose whitespace runs are one character each, so
     no padding of invisible or blank characters, however long, can push the first half out of the window.
+
+    Two kinds of text are judged with the context but kept out of it, so they cannot push it out either: bytes
+    hidden in variation selectors (invisible to the model unless it decodes them), and `aside` segments (ids, file
+    names, raw markup). Either may still hold a first half, so the next segment is also judged once right after
+    them, in a unit of its own.
     """
     units: list[ScanUnit] = []
     context = ""
+    side: list[str] = []  # tails of hidden bytes and aside segments the next segment is also judged after
     for segment in segments:
-        text = normalize_for_scan(segment.text)
-        if not text.strip():
+        visible, hidden = scan_copy(segment.text)
+        if not (visible.strip() or hidden):
             continue
-        joined = collapse_whitespace(f"{context}\n{text}") if context else text
-        units.append(ScanUnit(joined, segment))
+        joined = _join(context, visible)
+        units.append(ScanUnit(_join(joined, hidden), segment))
         if not segment.aside:
+            units.extend(ScanUnit(_join(tail, visible), segment) for tail in side)
+            if not segment.where.endswith("<as text>"):  # a converted reading passes them on to what follows
+                side = []
+        if segment.aside:
+            side.append(joined[-context_chars:])
+        else:
             context = joined[-context_chars:]
+        if hidden:
+            side.append(hidden[-context_chars:])
     return units
+
+
+def _join(before: str, text: str) -> str:
+    if not before:
+        return text
+    return collapse_whitespace(f"{before}\n{text}") if text else before

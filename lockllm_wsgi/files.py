@@ -36,6 +36,18 @@ _TEXT_EXTENSIONS = frozenset(
     "txt text md markdown csv tsv json jsonl ndjson xml html htm yaml yml py js ts sh sql rtf log ini toml".split()
 )
 _UTF8_NAMES = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+# Declared kinds whose bytes a provider decodes as media or a document, never as text: their byte statistics say
+# nothing (a PNG with a large text chunk, an ASCII-only PDF whose text is hex strings), only valid UTF-8 does.
+_MEDIA_PREFIXES = ("image/", "audio/", "video/", "application/pdf")
+# Magic numbers of binary formats providers read: such bytes are non-text, whatever type they declare.
+_BINARY_MAGIC = (b"%PDF-", b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF", b"PK\x03\x04", b"OggS", b"fLaC",
+                 b"ID3", b"\x1a\x45\xdf\xa3", b"II*\x00", b"MM\x00*", b"\xd0\xcf\x11\xe0")
+# Markup a provider converts to text before the model reads it, by declared type or file name.
+_MARKUP_MEDIA = frozenset({"text/html", "application/xhtml+xml", "text/xml", "application/xml", "application/rtf",
+                           "text/rtf", "text/markdown", "text/x-markdown"})
+_MARKUP_EXTENSIONS = frozenset({"html", "htm", "xhtml", "xml", "rtf", "md", "markdown"})
+_ATTRIBUTE_TEXT = re.compile(r"""\b(?:alt|title|aria-label|placeholder|summary)\s*=\s*(?:"([^"]*)"|'([^']*)')""",
+                             re.IGNORECASE)
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
          (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 # Share of visible characters from which bytes that are not valid UTF-8 still count as text: a provider decoding
@@ -87,21 +99,34 @@ def _check_charset(options: dict[str, str]) -> None:
         raise ValueError(f"declares charset {charset!r}; the gateway reads text files as UTF-8 only")
 
 
-def bytes_as_text(data: bytes) -> str | None:
-    """The text the bytes hold (UTF-8, or UTF-16/32 with a byte-order mark), or None if they are not text.
+def is_binary_format(data: bytes) -> bool:
+    """The bytes start with the magic number of a binary format (an MP4/HEIC `ftyp` box at offset 4 too)."""
+    return data.startswith(_BINARY_MAGIC) or data[4:8] == b"ftyp"
 
-    Valid UTF-8 is text, control characters and all (the scan copy drops them). Bytes that are not valid UTF-8 are
-    still text when at least MOSTLY_TEXT of what they decode to is visible; the undecodable bytes are dropped."""
+
+def bytes_as_text(data: bytes, media_type: Any = None) -> str | None:
+    """The text the bytes hold, or None if they are not text.
+
+    Bytes of a known binary format are not text. Valid UTF-8 is text, control characters and all (the scan copy
+    drops them). A byte-order mark gives UTF-16 or UTF-32, and the bytes after it are read as UTF-8 too (a decoder
+    that ignores the mark shows those). Other bytes are still text when at least MOSTLY_TEXT of what they decode to
+    is visible, unless they are declared as media or PDF; the undecodable bytes are dropped."""
+    if is_binary_format(data):
+        return None
     for bom, codec in _BOMS:
         if data.startswith(bom):
             try:
-                return data.decode(codec)
+                text = data.decode(codec)
             except UnicodeDecodeError:
                 return None
+            after = data[len(bom):]
+            return text if codec == "utf-8-sig" else f"{text}\n{after.decode('utf-8', 'replace')}"
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("utf-8", "replace")
+    if split_media_type(media_type)[0].startswith(_MEDIA_PREFIXES):
+        return None
     hidden = len(_NOT_VISIBLE.findall(text))
     return text.replace("\ufffd", "") if text and hidden <= (1 - MOSTLY_TEXT) * len(text) else None
 
@@ -109,7 +134,7 @@ def bytes_as_text(data: bytes) -> str | None:
 def inline_text(data: bytes, media_type: Any, text_declared: bool = False) -> str | None:
     """The text of an inline file's bytes, None for binary content; a declared text file must be UTF-8 text."""
     _check_charset(split_media_type(media_type)[1])
-    text = bytes_as_text(data)
+    text = bytes_as_text(data, media_type)
     if text is None and (text_declared or is_text_media(media_type)):
         raise ValueError("is declared as text but is not UTF-8 text")
     return text
@@ -139,14 +164,29 @@ def _rtf_token(match: re.Match) -> str:
     return literal or ""
 
 
+def is_markup(text: str, media_type: Any = None, filename: Any = None) -> bool:
+    """Whether a provider converts this file before the model reads it: declared (or named) HTML, XML, RTF or
+    Markdown, or content that opens as RTF or an HTML document. A plain text file is read as it is."""
+    if split_media_type(media_type)[0] in _MARKUP_MEDIA:
+        return True
+    if isinstance(filename, str) and filename.rsplit(".", 1)[-1].strip().lower() in _MARKUP_EXTENSIONS:
+        return True
+    head = text.lstrip()[:64].lower()
+    return head.startswith(("{\\rtf", "<!doctype html", "<html", "<?xml"))
+
+
 def markup_text(text: str) -> str | None:
-    """What a provider's converter reads from markup (RTF escapes, HTML/XML tags and entities), when it differs."""
+    """What a provider's converter reads from markup (RTF escapes; HTML/XML text, entities and the attribute text
+    an HTML-to-Markdown converter keeps, such as `alt`), when it differs from the raw text."""
     if text.lstrip().startswith("{\\rtf"):
         converted = _RTF_TOKEN.sub(_rtf_token, text)
     elif "<" in text or "&" in text:
         # Tags go without a gap: "Ig<b></b>nore" is one word to the model; entities are resolved after the tags,
         # so an escaped "&lt;b&gt;" stays text.
         converted = html.unescape(_TAG.sub("", text))
+        attributes = [html.unescape(double or single) for double, single in _ATTRIBUTE_TEXT.findall(text)]
+        if attributes:
+            converted = "\n".join([converted, *attributes])
     else:
         return None
     return converted if converted != text else None

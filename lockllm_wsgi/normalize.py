@@ -33,9 +33,40 @@ _INVISIBLE = regex.compile(r"[[\p{Default_Ignorable_Code_Point}\p{Cf}\p{Cc}]--[\
 # Letters and symbols that render as nothing but are not default-ignorable (or, for the Hangul fillers, are
 # letters NFKC maps onto each other): the Braille blank, and the Hangul fillers, read as the gap they show.
 _BLANKS = {0x2800: " ", 0x115F: " ", 0x1160: " ", 0x3164: " ", 0xFFA0: " "}
-# Generic combining marks (strike-through, "Zalgo" stacks) left on an ASCII letter after NFKC: models read the
-# letter through them, classifiers see broken words. Marks of other scripts, and accents NFKC composes, stay.
-_MARKS_ON_ASCII = re.compile("(?<=[\x00-\x7f])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+# Any combining mark (strike-through, enclosing circles, "Zalgo" stacks) left on an ASCII character after NFKC:
+# models read the letter through them, classifiers see broken words. Marks on other scripts' letters stay.
+_MARKS_ON_ASCII = regex.compile(r"(?<=[\x00-\x7f])\p{M}+")
+# Latin letters carrying a diacritic, and Latin letters: when most letters of a text wear one ("Íğñóřé"), that is
+# decoration, not a language's spelling (French marks well under a fifth of its letters), and it goes.
+_DECORATED = regex.compile(r"[a-zA-Z]\p{M}|[À-ɏ]")
+_LATIN = regex.compile(r"[\p{Latin}]")
+_DECORATION_SHARE = 0.5
+
+
+def _strip_decoration(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text)
+    marked = len(regex.findall(r"\p{Latin}\p{M}", decomposed))
+    if marked < _DECORATION_SHARE * max(1, len(_LATIN.findall(text))):
+        return text
+    return unicodedata.normalize("NFC", regex.sub(r"(?<=\p{Latin})\p{M}+", "", decomposed))
+
+
+def _letter_forms() -> dict[int, str]:
+    """Letters NFKC does not fold that models read as plain Latin letters: small capitals (ɪɢɴᴏʀᴇ), squared,
+    negative squared and negative circled capitals (🅸🅶🅽), and regional indicator symbols (🇮🇬🇳); taken from the
+    characters' Unicode names, in the blocks that hold them."""
+    forms = {}
+    pattern = re.compile(r"(?:LATIN LETTER SMALL CAPITAL|(?:NEGATIVE )?(?:SQUARED|CIRCLED) LATIN CAPITAL LETTER|"
+                         r"REGIONAL INDICATOR SYMBOL LETTER) ([A-Z])")
+    for start, end in ((0x0250, 0x02B0), (0x1D00, 0x1DC0), (0xA720, 0xA800), (0x1F100, 0x1F200)):
+        for code in range(start, end):
+            match = pattern.fullmatch(unicodedata.name(chr(code), ""))
+            if match:
+                forms[code] = match.group(1)
+    return forms
+
+
+_LETTER_FORMS = _letter_forms()
 _ASCII_CONTROLS = {code: None for code in range(0x20) if chr(code) not in "\t\n\x0b\x0c\r"} | {0x7F: None}
 _LINE_BREAK_RUN = re.compile(r"\s*\n\s*")
 _SPACE_RUN = re.compile(r"\s{2,}|[^\S\n ]")
@@ -52,16 +83,24 @@ def collapse_whitespace(text: str) -> str:
     return _SPACE_RUN.sub(" ", _LINE_BREAK_RUN.sub("\n", text))
 
 
-def normalize_for_scan(text: str) -> str:
-    if text.isascii():
-        return collapse_whitespace(text.translate(_ASCII_CONTROLS))
-    hidden = _selector_bytes(text) if _SELECTORS.search(text) else ""
+def _fold(text: str) -> str:
     visible = _INVISIBLE.sub("", text.translate(_TAGS).translate(_BLANKS))
     # NFKC can map a compatibility form onto a character removed above; remove again after it.
-    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", visible)).translate(_BLANKS)
+    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", visible)).translate(_LETTER_FORMS)
     folded = _MARKS_ON_ASCII.sub("", folded)
-    if hidden:
-        hidden = _INVISIBLE.sub("", unicodedata.normalize("NFKC", hidden))
-        if hidden.strip():
-            folded = f"{folded}\n{hidden}"
+    if _DECORATED.search(folded):
+        folded = _strip_decoration(folded)
     return collapse_whitespace(folded)
+
+
+def scan_copy(text: str) -> tuple[str, str]:
+    """(what the model sees, the text hidden in its variation selectors, "" if none), both normalised."""
+    if text.isascii():
+        return collapse_whitespace(text.translate(_ASCII_CONTROLS)), ""
+    hidden = _fold(_selector_bytes(text)) if _SELECTORS.search(text) else ""
+    return _fold(text), hidden if hidden.strip() else ""
+
+
+def normalize_for_scan(text: str) -> str:
+    visible, hidden = scan_copy(text)
+    return f"{visible}\n{hidden}" if hidden else visible

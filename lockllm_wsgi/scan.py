@@ -42,6 +42,9 @@ PIECE_OVERLAP_CHARS = 2_000
 # costs one idle thread and one pooled connection at rest.
 DEFAULT_SCAN_WORKERS = 64
 BACKOFF_BASE_SECONDS = 0.1
+# Scanner answers that say the gateway's own key or account is wrong (bad key, no credit): an outage to the
+# operator, not something the request's content caused.
+OPERATOR_STATUSES = frozenset({401, 402, 403})
 # Verdicts kept in process memory in front of the SQLite cache (keyed by a hash of the text, never the text): a
 # resent history is answered without a pool hand-off, a SQLite read and requests-cache's deserialisation, which
 # cost about 0.5 ms per request on a cache hit (benchmarks/latency.py). 4096 entries of ~300 bytes each.
@@ -140,7 +143,7 @@ class LockLLMScanner:
         if failure is None and pending:
             raise ScannerUnavailable(f"no verdict within the scan deadline of {self.settings.timeout:g}s"
                                      + (f" ({fresh} fresh texts, {self.workers} scan workers)" if queued else ""),
-                                     queued=queued)
+                                     caused_by_request=queued)
         if isinstance(failure, ScannerUnavailable):
             raise failure
         if failure is not None:
@@ -150,7 +153,7 @@ class LockLLMScanner:
 
     def _scan_piece(self, text: str, deadline: float) -> Verdict:
         payload = {"input": text, "sensitivity": self.settings.sensitivity}
-        problem = "not attempted"
+        problem, status = "not attempted", 0
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -177,17 +180,22 @@ class LockLLMScanner:
                         cached = bool(getattr(response, "from_cache", False))
                         self._remember(text, verdict, getattr(response, "expires", None) if cached else None)
                         return replace(verdict, cached=cached)
-                    problem = f"scanner answered {response.status_code}: {_error_message(response)}"
-                    if response.status_code != 429 and response.status_code < 500:
-                        # About our own request (bad key, bad input): retrying cannot help.
-                        raise ScannerUnavailable(problem)
+                    status = response.status_code
+                    problem = f"scanner answered {status}: {_error_message(response)}"
+                    if status != 429 and status < 500:
+                        # About our own request (bad key, bad input): retrying cannot help. A bad key or exhausted
+                        # credit is the operator's problem (the fail mode applies); anything else is about the
+                        # input, which the client chose: never a fail-open.
+                        raise ScannerUnavailable(problem, caused_by_request=status not in OPERATOR_STATUSES)
                     wait_before_retry = _retry_after(response)
             backoff = BACKOFF_BASE_SECONDS * (2 ** attempt) * random.uniform(0.5, 1.5)
             pause = max(wait_before_retry, backoff)
             if attempt == self.settings.retries or time.monotonic() + pause >= deadline:
                 break
             time.sleep(pause)
-        raise ScannerUnavailable(problem)
+        # Rate-limited to the end: the volume that exhausted the scanner's quota is the clients' to make, so a
+        # flood must not turn the next requests into fail-opens.
+        raise ScannerUnavailable(problem, caused_by_request=status == 429)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the verdicts scanned so far are in the shared cache; False if `timeout` passed first."""

@@ -14,14 +14,15 @@ from typing import Sequence
 class ScannerUnavailable(Exception):
     """No usable verdict within the deadline; the message says why, for logs (it never contains prompt text).
 
-    `queued` is True when the request had more fresh texts than the pool has workers, or some of its scans had not
-    even started at the deadline: the request's own size (or the load on this process) ran out the time, not a sick
-    scanner, so no fail mode may open on it.
+    `caused_by_request` is True when the client, not a sick scanner, is behind the failure, so no fail mode may
+    open on it: the request had more fresh texts than the pool has workers, or some of its scans had not even
+    started at the deadline; the scanner refused the input (a 4xx other than a bad key or exhausted credit); or it
+    was still rate-limiting at the end of the retries (a quota the clients' volume exhausted).
     """
 
-    def __init__(self, message: str, queued: bool = False):
+    def __init__(self, message: str, caused_by_request: bool = False):
         super().__init__(message)
-        self.queued = queued
+        self.caused_by_request = caused_by_request
 
 
 @dataclass(frozen=True)

@@ -137,8 +137,6 @@ SCANNER_FAULTS = [
     pytest.param("raw", reset_mid_response, id="reset-mid-response"),
     pytest.param("refused", None, id="connection-refused"),
     pytest.param("handler", respond(500, {"error": {"message": "boom"}}), id="http-500"),
-    pytest.param("handler", respond(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "30"}),
-                 id="429-retry-after-beyond-budget"),
     pytest.param("handler", respond(200, "<html>maintenance</html>", "text/html"), id="200-html"),
     pytest.param("handler", respond(200, '{"safe": tru', "application/json"), id="200-malformed-json"),
     pytest.param("handler", respond(200, {"label": 0}), id="200-missing-verdict"),
@@ -190,6 +188,23 @@ def test_scanner_faults_follow_the_fail_mode_within_the_deadline(make_gateway, s
     finally:
         if raw:
             raw.close()
+
+
+@pytest.mark.parametrize("status, body, headers", [
+    pytest.param(429, {"error": {"message": "slow down"}}, {"Retry-After": "30"}, id="429-retry-after-beyond-budget"),
+    pytest.param(413, {"error": {"message": "input too long"}}, {}, id="413-input-refused"),
+    pytest.param(400, {"error": {"message": "bad input"}}, {}, id="400-input-refused"),
+])
+def test_what_a_client_can_cause_never_fails_open(make_gateway, scanner, provider, status, body, headers):
+    """A scanner refusing the input, or rate-limiting because clients exhausted its quota, is no outage: even with
+    fail_mode = open the request is refused (503), never relayed unjudged."""
+    scanner.clear()
+    scanner.expect_request("/v1/scan").respond_with_handler(respond(status, body, headers=headers))
+    provider.expect_request("/v1/chat/completions").respond_with_json(COMPLETION)
+    gateway = make_gateway(scanner_extra="fail_mode = open\ntimeout = 1\n")
+    response_status, payload, _ = send(gateway)
+    assert response_status == 503 and json.loads(payload)["error"]["code"] == "scanner_unavailable"
+    assert provider.log == []
 
 
 def test_429_with_a_short_retry_after_is_retried_within_the_budget(make_gateway, scanner, provider):

@@ -66,7 +66,7 @@ def _source(block: dict, where: str, role: str | None, collector: Collector) -> 
         return
     collector.keys(source, keys, f"{at}.")
     if kind == "text":
-        collector.text(source.get("data"), f"{at}.data", role)
+        collector.document(source.get("data"), f"{at}.data", role, source.get("media_type"))
     elif kind == "content":
         _content(source.get("content"), f"{at}.content", role, collector)
     elif kind == "base64":

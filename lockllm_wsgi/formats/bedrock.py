@@ -73,15 +73,16 @@ def _document(document: Any, where: str, role: str | None, collector: Collector)
     source = as_object(document.get("source"), f"{where}.source")
     kind = only_key(source, frozenset({"bytes", "s3Location", "text", "content"}), f"{where}.source")
     collector.keys(source, frozenset({kind}), f"{where}.source.")
+    # An html or md document is converted by Bedrock whichever way its text comes: read it after the conversion.
+    media_type = _TEXT_DOCUMENT_FORMATS.get(str(document.get("format", "")).lower())
     if kind == "text":
-        collector.text(source["text"], f"{where}.source.text", role)
+        collector.document(source["text"], f"{where}.source.text", role, media_type)
     elif kind == "content":
         for index, item in enumerate(as_list(source["content"], f"{where}.source.content")):
             item = as_object(item, f"{where}.source.content[{index}]")
             collector.keys(item, frozenset({"text"}), f"{where}.source.content[{index}].")
-            collector.text(item.get("text"), f"{where}.source.content[{index}].text", role)
+            collector.document(item.get("text"), f"{where}.source.content[{index}].text", role, media_type)
     elif kind == "bytes":
-        media_type = _TEXT_DOCUMENT_FORMATS.get(str(document.get("format", "")).lower())
         collector.file(source["bytes"], f"{where}.source.bytes", role, media_type)
     else:
         collector.binary(where)
@@ -164,9 +165,10 @@ def _block(block: Any, where: str, role: str | None, collector: Collector) -> No
         collector.text(value.get("source"), f"{at}.source", role)
         collector.text(value.get("title"), f"{at}.title", role)
         _text_items(value.get("content"), f"{at}.content", role, collector)
+    elif kind == "cachePoint":
+        collector.keys(as_object(value, at), frozenset({"type", "ttl"}), f"{at}.")
     elif kind in ("toolAddition", "toolRemoval"):
         collector.strings(value, at, role)
-    # cachePoint marks a cache boundary and holds no text.
 
 
 def _converse(body: dict, collector: Collector) -> None:

@@ -53,6 +53,7 @@ ID_SYNTAX = re.compile(
     r"|call_[0-9]{1,3}_(?:[A-Za-z0-9]{24}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"  # DeepSeek
     r"|[A-Za-z0-9]{9}"  # Mistral
 )
+_CACHE_MARKER_KEYS = frozenset({"type", "ttl", "mode"})
 _FILE_KEYS = frozenset({"file_id", "file_data", "filename", "file_url"})
 
 
@@ -91,6 +92,9 @@ def _content(content, where: str, role: str | None, collector: Collector) -> Non
         part_where = f"{where}[{index}]"
         part = as_object(part, part_where)
         kind = part.get("type")
+        for key in ("cache_control", "prompt_cache_breakpoint"):  # cache markers: `type` and `ttl` only
+            if part.get(key) is not None:
+                collector.keys(as_object(part[key], f"{part_where}.{key}"), _CACHE_MARKER_KEYS, f"{part_where}.{key}.")
         if kind in _TEXT_PART_TYPES:
             collector.keys(part, _TEXT_PART_KEYS, f"{part_where}.")
             read = _TEXT_PART_TYPES[kind]
@@ -100,6 +104,9 @@ def _content(content, where: str, role: str | None, collector: Collector) -> Non
                 raise UnknownShape(f"{part_where}.{unread}", f"a {kind} part has no {unread}")
             if part.get("annotations") is not None:
                 collector.strings(part["annotations"], f"{part_where}.annotations", role)
+            # Log probabilities echoed back hold the tokens of an earlier answer: a template printing the part's
+            # extra fields (vLLM passes them on) would show them.
+            collector.strings(part.get("logprobs"), f"{part_where}.logprobs", role)
         elif kind in _NON_TEXT_PART_TYPES:
             collector.keys(part, _NON_TEXT_PART_KEYS, f"{part_where}.")
             if kind == "file":
@@ -137,7 +144,6 @@ def _tool_calls(calls, where: str, role: str | None, collector: Collector) -> No
         at = f"{where}[{index}]"
         call = as_object(call, at)
         collector.keys(call, frozenset({"id", "type", "function", "custom"}), f"{at}.")
-        _id(call.get("id"), f"{at}.id", role, collector)
         kind = "custom" if "custom" in call else "function"
         if "custom" in call and "function" in call:
             raise UnknownShape(f"{at}.custom", "a tool call is either a function or a custom call, not both")
@@ -145,6 +151,8 @@ def _tool_calls(calls, where: str, role: str | None, collector: Collector) -> No
         argument = "input" if kind == "custom" else "arguments"
         collector.keys(function, frozenset({"name", argument}), f"{at}.{kind}.")
         collector.text(function.get("name"), f"{at}.{kind}.name", role)
+        # The id right before the arguments, as templates print it (Kimi-K2: `functions.NAME:0` then arguments).
+        _id(call.get("id"), f"{at}.id", role, collector)
         if kind == "function":
             collector.json_text(function.get(argument), f"{at}.{kind}.{argument}", role)
         else:
