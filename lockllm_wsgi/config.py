@@ -2,8 +2,9 @@
 
 Every setting is declared once, as a field of its section's dataclass below: its name (the INI key), type,
 default and the converter that turns its text into a typed value (`setting(default, converter)`). The keys each
-section accepts are read from those fields, so an unknown key or a malformed value stops start-up with a message
-that names the file, the section and the key::
+section accepts are read from those fields (`[thresholds]` takes any role as its key; `[route:NAME]` takes the
+keys in `_ROUTE_KEYS` and its format's route_options), so an unknown key or a malformed value stops start-up with
+a message that names the file, the section and the key::
 
     settings = load_settings("/etc/lockllm/lockllm.ini")
     settings.scanner.timeout  # -> 5.0
@@ -209,7 +210,7 @@ class ScannerSettings:
 @dataclass(frozen=True)
 class PolicySettings:
     action: str = setting("block", _one_of("block", "monitor"))
-    # The offline scanner's rule weights are set against this default (offline.DEFAULT_THRESHOLD is the same 0.5).
+    # The offline scanner's rule weights are set against this default (offline.DEFAULT_THRESHOLD).
     threshold: float = setting(0.5, _fraction)
     block_status: int = setting(400, _block_status)
     role_from: str = setting("", _environ_key)  # empty: every caller is judged by `threshold`
