@@ -1,7 +1,10 @@
 """Settings: one immutable object built from an INI file and the environment.
 
-Every key is declared once below with the converter that turns its text into a typed value, so an unknown key
-or a malformed value stops start-up with a message that names the file, the section and the key::
+Every setting is declared once, as a field of its section's dataclass below: its name (the INI key), type,
+default and the converter that turns its text into a typed value (`setting(default, converter)`). The keys each
+section accepts are read from those fields (`[thresholds]` takes any role as its key; `[route:NAME]` takes the
+keys in `_ROUTE_KEYS` and its format's route_options), so an unknown key or a malformed value stops start-up with
+a message that names the file, the section and the key::
 
     settings = load_settings("/etc/lockllm/lockllm.ini")
     settings.scanner.timeout  # -> 5.0
@@ -14,115 +17,33 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from .formats import FORMATS
 from .presets import PRESETS
 from .stores import is_redis, masked_url, sqlite_path
 
-DEFAULT_SCANNER_URL = "https://api.lockllm.com/v1/scan"
-# The scan budget of one whole request, retries included: an LLM call already takes seconds, but a gateway that
-# adds more than a few when the scanner is sick is worse than failing by the configured fail mode.
-DEFAULT_SCAN_TIMEOUT = 5.0
-DEFAULT_RETRIES = 2
-DEFAULT_CACHE_TTL = 7 * 24 * 3600
-DEFAULT_THRESHOLD = 0.5
-# 10 MiB holds the longest real prompts (whole files pasted into context) while bounding memory per request;
-# Apache's LimitRequestBody (apache/lockllm-location.conf) sits 1 MiB above it, so the gateway answers over-cap bodies.
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-# Real requests nest a handful of levels; a cap far below Python's recursion limit keeps parsing safe.
-DEFAULT_MAX_JSON_DEPTH = 64
-# Scan calls one request may cost (a text over 100,000 characters counts once per piece): an agent's long history
-# of tool calls and results stays well under it, while a body of thousands of tiny parts is refused before any
-# scan instead of costing thousands of scans (or, against the deadline, running the scanner out of time).
-DEFAULT_MAX_SCAN_UNITS = 1024
-DEFAULT_CONNECT_TIMEOUT = 10.0
-# Per socket read, not per response: a long generation may pause between tokens but never this long.
-DEFAULT_READ_TIMEOUT = 600.0
-# A burst lets an agent send its parallel tool-call follow-ups at once without tripping the per-minute rate.
-DEFAULT_BURST = 10
-
 SENSITIVITIES = ("low", "medium", "high")
+
+_T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names where it came from."""
 
 
-@dataclass(frozen=True)
-class ScannerSettings:
-    backend: str = "lockllm"
-    url: str = DEFAULT_SCANNER_URL
-    api_key: str = field(default="", repr=False)
-    sensitivity: str = "medium"
-    timeout: float = DEFAULT_SCAN_TIMEOUT
-    retries: int = DEFAULT_RETRIES
-    fail_mode: str = "closed"
-    cache: str = "off"
-    cache_ttl: int = DEFAULT_CACHE_TTL
-    offline_signals: tuple[str, ...] = ()
-    offline_allow: tuple[str, ...] = ()
-
-    @property
-    def cache_path(self) -> str | None:
-        """The SQLite file behind `cache = sqlite:////abs/path`, or None when caching is off or in Redis."""
-        return sqlite_path(self.cache)
+def setting(default: _T, convert: Callable[[str], _T], *, secret: bool = False) -> _T:
+    """A dataclass field read from the INI key of the same name: `convert` turns its text into the value, raising
+    ValueError with a message for people; `secret` keeps the value out of the dataclass's repr."""
+    return field(default=default, repr=not secret, metadata={"convert": convert})
 
 
-@dataclass(frozen=True)
-class PolicySettings:
-    action: str = "block"
-    threshold: float = DEFAULT_THRESHOLD
-    block_status: int = 400
-    role_from: str = ""
-    non_text_parts: str = "allow"
-    unknown_shapes: str = "refuse"
-    thresholds: Mapping[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
-    max_scan_units: int = DEFAULT_MAX_SCAN_UNITS
-
-
-@dataclass(frozen=True)
-class UpstreamSettings:
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    read_timeout: float = DEFAULT_READ_TIMEOUT
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    path: str = ""  # empty: no audit file
-    log_prompts: bool = False
-
-
-@dataclass(frozen=True)
-class OpsSettings:
-    metrics_path: str = "/metrics"
-    healthz_path: str = "/healthz"
-    readyz_path: str = "/readyz"
-
-
-@dataclass(frozen=True)
-class MetricsSettings:
-    # Where mod_wsgi's daemon processes share metric values; empty: each process reports its own values only.
-    multiprocess_dir: str = ""
-
-
-@dataclass(frozen=True)
-class RateLimitSettings:
-    requests_per_minute: float = 0.0  # 0: no rate limit
-    burst: int = DEFAULT_BURST
-    store: str = ""  # sqlite:////abs/path or redis://host:port/db
-
-    @property
-    def enabled(self) -> bool:
-        return self.requests_per_minute > 0
+def setting_keys(section: type) -> dict[str, Callable[[str], Any]]:
+    """The INI keys of a settings dataclass, in declaration order, each with its converter."""
+    return {item.name: item.metadata["convert"] for item in fields(section) if "convert" in item.metadata}
 
 
 @dataclass(frozen=True)
@@ -133,20 +54,6 @@ class Route:
     format: str
     # Keys the route's format takes (WireFormat.route_options), completed and checked by its check_route.
     options: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Settings:
-    scanner: ScannerSettings = ScannerSettings()
-    policy: PolicySettings = PolicySettings()
-    limits: LimitSettings = LimitSettings()
-    upstream: UpstreamSettings = UpstreamSettings()
-    routes: tuple[Route, ...] = ()
-    audit: AuditSettings = AuditSettings()
-    ops: OpsSettings = OpsSettings()
-    metrics: MetricsSettings = MetricsSettings()
-    ratelimit: RateLimitSettings = RateLimitSettings()
-    source: str = "<defaults>"
 
 
 # --- converters: text -> value, raising ValueError with a message for people --------------------------------
@@ -162,11 +69,10 @@ def _one_of(*choices: str) -> Callable[[str], str]:
     return convert
 
 
-
-def _bounded(kind: Callable[[str], float], accept: Callable[[float], bool], requirement: str) -> Callable[[str], float]:
+def _bounded(kind: Callable[[str], _N], accept: Callable[[_N], bool], requirement: str) -> Callable[[str], _N]:
     """A converter to int or float that also checks the range, saying what it needs when the text does not fit."""
 
-    def convert(text: str):
+    def convert(text: str) -> _N:
         try:
             value = kind(text)
         except ValueError:
@@ -275,53 +181,117 @@ def _format(text: str) -> str:
     return value
 
 
-_SCANNER_KEYS: dict[str, Callable[[str], object]] = {
-    "backend": _one_of("lockllm", "offline"),
-    "url": _http_url,
-    "api_key": str.strip,
-    "sensitivity": _one_of(*SENSITIVITIES),
-    "timeout": _positive_float,
-    "retries": _count,
-    "fail_mode": _one_of("closed", "open"),
-    "cache": _cache,
-    "cache_ttl": _positive_int,
-    "offline_signals": _signals,
-    "offline_allow": _lines,
-}
-_POLICY_KEYS: dict[str, Callable[[str], object]] = {
-    "action": _one_of("block", "monitor"),
-    "threshold": _fraction,
-    "block_status": _block_status,
-    "role_from": _environ_key,
-    "non_text_parts": _one_of("allow", "block"),
-    "unknown_shapes": _one_of("refuse", "scan_strings"),
-}
-_LIMIT_KEYS: dict[str, Callable[[str], object]] = {
-    "max_body_bytes": _positive_int,
-    "max_json_depth": _positive_int,
-    "max_scan_units": _positive_int,
-}
-_UPSTREAM_KEYS: dict[str, Callable[[str], object]] = {
-    "connect_timeout": _positive_float,
-    "read_timeout": _positive_float,
-}
-_AUDIT_KEYS: dict[str, Callable[[str], object]] = {
-    "path": _absolute_path,
-    "log_prompts": _on_off,
-}
-_OPS_KEYS: dict[str, Callable[[str], object]] = {
-    "metrics_path": _ops_path,
-    "healthz_path": _ops_path,
-    "readyz_path": _ops_path,
-}
-_METRICS_KEYS: dict[str, Callable[[str], object]] = {
-    "multiprocess_dir": _absolute_path,
-}
-_RATELIMIT_KEYS: dict[str, Callable[[str], object]] = {
-    "requests_per_minute": _rate,
-    "burst": _positive_int,
-    "store": _store,
-}
+# --- the settings, one dataclass per INI section ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScannerSettings:
+    # The default when the file names no backend is decided by load_settings: lockllm with a key, else offline.
+    backend: str = setting("lockllm", _one_of("lockllm", "offline"))
+    url: str = setting("https://api.lockllm.com/v1/scan", _http_url)
+    api_key: str = setting("", str.strip, secret=True)
+    sensitivity: str = setting("medium", _one_of(*SENSITIVITIES))
+    # The scan budget of one whole request, retries included: an LLM call already takes seconds, but a gateway that
+    # adds more than a few when the scanner is sick is worse than failing by the configured fail mode.
+    timeout: float = setting(5.0, _positive_float)
+    retries: int = setting(2, _count)
+    fail_mode: str = setting("closed", _one_of("closed", "open"))
+    cache: str = setting("off", _cache)  # off, sqlite:////abs/path or redis://host:port/db
+    cache_ttl: int = setting(7 * 24 * 3600, _positive_int)
+    offline_signals: tuple[str, ...] = setting((), _signals)
+    offline_allow: tuple[str, ...] = setting((), _lines)
+
+    @property
+    def cache_path(self) -> str | None:
+        """The SQLite file behind `cache = sqlite:////abs/path`, or None when caching is off or in Redis."""
+        return sqlite_path(self.cache)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    action: str = setting("block", _one_of("block", "monitor"))
+    # The offline scanner's rule weights are set against this default (offline.DEFAULT_THRESHOLD).
+    threshold: float = setting(0.5, _fraction)
+    block_status: int = setting(400, _block_status)
+    role_from: str = setting("", _environ_key)  # empty: every caller is judged by `threshold`
+    non_text_parts: str = setting("allow", _one_of("allow", "block"))
+    unknown_shapes: str = setting("refuse", _one_of("refuse", "scan_strings"))
+    # Read from the [thresholds] section, one key per role, each a score from 0 to 1.
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    # 10 MiB holds the longest real prompts (whole files pasted into context) while bounding memory per request;
+    # Apache's LimitRequestBody (apache/lockllm-location.conf) sits 1 MiB above it, so the gateway answers
+    # over-cap bodies.
+    max_body_bytes: int = setting(10 * 1024 * 1024, _positive_int)
+    # Real requests nest a handful of levels; a cap far below Python's recursion limit keeps parsing safe.
+    max_json_depth: int = setting(64, _positive_int)
+    # Scan calls one request may cost (a text over 100,000 characters counts once per piece): an agent's long
+    # history of tool calls and results stays well under it, while a body of thousands of tiny parts is refused
+    # before any scan instead of costing thousands of scans (or, against the deadline, running the scanner out
+    # of time).
+    max_scan_units: int = setting(1024, _positive_int)
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    connect_timeout: float = setting(10.0, _positive_float)
+    # Per socket read, not per response: a long generation may pause between tokens but never this long.
+    read_timeout: float = setting(600.0, _positive_float)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    path: str = setting("", _absolute_path)  # empty: no audit file
+    log_prompts: bool = setting(False, _on_off)
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    metrics_path: str = setting("/metrics", _ops_path)
+    healthz_path: str = setting("/healthz", _ops_path)
+    readyz_path: str = setting("/readyz", _ops_path)
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    # Where mod_wsgi's daemon processes share metric values; empty: each process reports its own values only.
+    multiprocess_dir: str = setting("", _absolute_path)
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    requests_per_minute: float = setting(0.0, _rate)  # 0: no rate limit
+    # A burst lets an agent send its parallel tool-call follow-ups at once without tripping the per-minute rate.
+    burst: int = setting(10, _positive_int)
+    store: str = setting("", _store)  # sqlite:////abs/path or redis://host:port/db; required with a rate
+
+    @property
+    def enabled(self) -> bool:
+        return self.requests_per_minute > 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    scanner: ScannerSettings = ScannerSettings()
+    policy: PolicySettings = PolicySettings()
+    limits: LimitSettings = LimitSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    routes: tuple[Route, ...] = ()
+    audit: AuditSettings = AuditSettings()
+    ops: OpsSettings = OpsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
+    source: str = "<defaults>"
+
+
+# INI section -> the dataclass its keys fill: the Settings fields that hold one, named as their sections.
+SECTIONS: dict[str, type] = {item.name: type(item.default) for item in fields(Settings) if is_dataclass(item.default)}
+
+# [route:NAME] keys every format takes, plus `preset` (fills upstream and format); a format's own keys (Bedrock's
+# region) are its route_options, in _ROUTE_OPTIONS below.
 _ROUTE_KEYS: dict[str, Callable[[str], object]] = {
     "prefix": _prefix,
     "upstream": _http_url,
@@ -341,10 +311,11 @@ class _Reader:
         where = f"[{section}] {key}" if key else f"[{section}]"
         return ConfigError(f"{self.source}: {where} {problem}")
 
-    def section(self, name: str, converters: Mapping[str, Callable[[str], object]]) -> dict[str, object]:
+    def section(self, name: str, converters: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+        """The converted values of the keys the section sets (the converters name the keys it may set)."""
         if not self.parser.has_section(name):
             return {}
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for key, text in self.parser.items(name):
             convert = converters.get(key)
             if convert is None:
@@ -355,8 +326,21 @@ class _Reader:
                 raise self.fail(name, key, str(error)) from None
         return values
 
+    def settings(self, name: str, section: type[_T], **values: Any) -> _T:
+        """The section's dataclass, from the keys the section sets over the field defaults (and `values`)."""
+        return section(**self.section(name, setting_keys(section)), **values)
 
-_KNOWN_SECTIONS = ("scanner", "policy", "thresholds", "limits", "upstream", "audit", "ops", "metrics", "ratelimit")
+
+def _known_sections() -> tuple[str, ...]:
+    names: list[str] = []
+    for name in SECTIONS:
+        names.append(name)
+        if name == "policy":
+            names.append("thresholds")  # fills PolicySettings.thresholds, one key per role
+    return tuple(names)
+
+
+_KNOWN_SECTIONS = _known_sections()
 
 
 # Every option some format takes; a route may set only its own format's (checked in _route).
@@ -395,13 +379,13 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
         if name not in _KNOWN_SECTIONS and not name.startswith("route:"):
             raise reader.fail(name, None, f"is not a known section (known: {', '.join(_KNOWN_SECTIONS)}, route:NAME)")
 
-    scanner_values = reader.section("scanner", _SCANNER_KEYS)
+    scanner_values = reader.section("scanner", setting_keys(ScannerSettings))
     if environ.get("LOCKLLM_API_KEY"):
         scanner_values["api_key"] = environ["LOCKLLM_API_KEY"].strip()
     if "backend" not in scanner_values:
         # A newcomer without a LockLLM key still gets protection: the in-process scanner needs no network.
         scanner_values["backend"] = "lockllm" if scanner_values.get("api_key") else "offline"
-    scanner = ScannerSettings(**scanner_values)  # type: ignore[arg-type]
+    scanner = ScannerSettings(**scanner_values)
     if scanner.backend == "lockllm" and not scanner.api_key:
         raise reader.fail("scanner", "api_key", "is required with backend = lockllm (or set LOCKLLM_API_KEY)")
 
@@ -412,7 +396,7 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
                 thresholds[role] = _fraction(text)
             except ValueError as error:
                 raise reader.fail("thresholds", role, str(error)) from None
-    policy = PolicySettings(**reader.section("policy", _POLICY_KEYS), thresholds=thresholds)  # type: ignore[arg-type]
+    policy = reader.settings("policy", PolicySettings, thresholds=thresholds)
     if thresholds and not policy.role_from:
         raise reader.fail("policy", "role_from", "must name the environ key that carries the role used by [thresholds]")
 
@@ -437,7 +421,7 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
     if duplicated:
         raise ConfigError(f"{path}: two routes share the prefix {sorted(duplicated)[0]!r}")
 
-    ratelimit = RateLimitSettings(**reader.section("ratelimit", _RATELIMIT_KEYS))  # type: ignore[arg-type]
+    ratelimit = reader.settings("ratelimit", RateLimitSettings)
     if ratelimit.enabled and not ratelimit.store:
         raise reader.fail("ratelimit", "store", "is required with requests_per_minute, so every process shares the "
                           "limit: sqlite:////var/lib/lockllm/ratelimit.sqlite or redis://host:6379/0")
@@ -445,13 +429,13 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
     return Settings(
         scanner=scanner,
         policy=policy,
-        limits=LimitSettings(**reader.section("limits", _LIMIT_KEYS)),  # type: ignore[arg-type]
-        upstream=UpstreamSettings(**reader.section("upstream", _UPSTREAM_KEYS)),  # type: ignore[arg-type]
+        limits=reader.settings("limits", LimitSettings),
+        upstream=reader.settings("upstream", UpstreamSettings),
         # Longest prefix first, so /openai/azure wins over /openai.
         routes=tuple(sorted(routes, key=lambda route: len(route.prefix), reverse=True)),
-        audit=AuditSettings(**reader.section("audit", _AUDIT_KEYS)),  # type: ignore[arg-type]
-        ops=OpsSettings(**reader.section("ops", _OPS_KEYS)),  # type: ignore[arg-type]
-        metrics=MetricsSettings(**reader.section("metrics", _METRICS_KEYS)),  # type: ignore[arg-type]
+        audit=reader.settings("audit", AuditSettings),
+        ops=reader.settings("ops", OpsSettings),
+        metrics=reader.settings("metrics", MetricsSettings),
         ratelimit=ratelimit,
         source=path,
     )

@@ -11,9 +11,9 @@ at one place::
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
+import math
 import random
 import threading
 import time
@@ -25,6 +25,7 @@ from typing import Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
+from werkzeug.http import parse_date
 
 from .config import ScannerSettings
 from .verdict import ScannerUnavailable, Verdict, parse_verdict
@@ -59,13 +60,17 @@ def pieces(text: str, size: int = MAX_SCAN_CHARS, overlap: int = PIECE_OVERLAP_C
 
 
 def _retry_after(response: requests.Response) -> float:
+    """Seconds the scanner asks us to wait (an HTTP date or a number of seconds); 0.0 for what cannot be read, so
+    an odd header ("soon", "-1") never ends the retries: the backoff still spaces them."""
     value = response.headers.get("Retry-After", "").strip()
-    if not value:
+    when = parse_date(value)
+    if when is not None:
+        return max(0.0, when.timestamp() - time.time())
+    try:
+        seconds = float(value)
+    except ValueError:
         return 0.0
-    if value.isdigit():
-        return float(value)
-    when = email.utils.parsedate_to_datetime(value) if value else None
-    return max(0.0, when.timestamp() - time.time()) if when else 0.0
+    return seconds if math.isfinite(seconds) and seconds >= 0 else 0.0
 
 
 class LockLLMScanner:

@@ -197,7 +197,7 @@ def cache_problem(settings: ScannerSettings) -> str | None:
     try:
         if settings.cache_path:
             with sqlite3.connect(f"file:{settings.cache_path}?mode=ro", uri=True, timeout=1) as connection:
-                connection.execute("SELECT count(*) FROM responses").fetchone()
+                connection.execute("SELECT 1 FROM responses LIMIT 1").fetchone()
         else:
             with redis_client(settings.cache) as client:
                 client.ping()

@@ -29,6 +29,8 @@ from .rules import (
 
 __all__ = ["CustomSignal", "Detection", "OfflineDetector", "parse_signal", "DEFAULT_THRESHOLD"]
 
+# The score from which a text is flagged: the policy's default threshold ([policy] threshold), which the rule weights
+# below are set against.
 DEFAULT_THRESHOLD = 0.5
 # An imperative not addressed to the model ("should I ignore the previous instructions?") keeps some weight:
 # it is still odd in a prompt, but alone it must stay under the threshold.
@@ -36,8 +38,9 @@ DEFAULT_NOT_ADDRESSED_FACTOR = 0.4
 # Text that discusses prompt injection quotes attacks; halving keeps a lone quoted phrase under the threshold
 # while a real attack, which fires several rules, still passes it.
 DEFAULT_META_FACTOR = 0.5
-# Characters before an imperative verb read to tell whether it is addressed to the model.
-DEFAULT_CONTEXT_CHARS = 40
+# Characters before a match read to tell whom it addresses: NOT_ADDRESSED before an imperative verb, a rule's
+# `before` pattern (a subject naming the model, a line start).
+LOOKBEHIND_CHARS = 40
 # Matches of one rule examined for an addressed one; past this the rule counts at its discounted weight, so a
 # text repeating a hedged phrase thousands of times stays linear.
 DEFAULT_MAX_MATCHES = 8
@@ -243,7 +246,7 @@ def _apply(rule: Rule, view: _View, fired: _Fired, meta: bool) -> None:
     best = 0.0
     for count, start in enumerate(_match_starts(rule, view)):
         weight = rule.weight
-        if rule.imperative and NOT_ADDRESSED.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start):
+        if rule.imperative and NOT_ADDRESSED.search(text, max(0, start - LOOKBEHIND_CHARS), start):
             weight *= DEFAULT_NOT_ADDRESSED_FACTOR
         if meta:
             weight *= DEFAULT_META_FACTOR
@@ -263,7 +266,7 @@ def _match_starts(rule: Rule, view: _View) -> Iterator[int]:
         return
     for start in view.candidates(rule.anchors, rule.head):
         if rule.regex.match(text, start) and (
-            rule.before is None or rule.before.search(text, max(0, start - DEFAULT_CONTEXT_CHARS), start)
+            rule.before is None or rule.before.search(text, max(0, start - LOOKBEHIND_CHARS), start)
         ):
             yield start
 
