@@ -228,7 +228,7 @@ class GatewayApp:
         """Everything that follows a finished request: the log line, the audit record, the metrics."""
         fields = record.fields()
         try:
-            self.metrics.observe(fields, getattr(self.scanner, "retries_total", None))
+            self.metrics.observe(record, getattr(self.scanner, "retries_total", None))
             self.audit.write(fields)
         finally:
             log_request(**fields)

@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Mapping
 
 from .config import ConfigError, MetricsSettings
+from .record import RequestRecord
 
 # Seconds. A cached verdict takes milliseconds, a live scan tens to hundreds; past the default 5 s deadline the
 # fail mode applies, so finer buckets up there say nothing.
 SCAN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# Seconds until the upstream's response body is finished: a streamed generation can take minutes.
+# Seconds until the provider's response headers arrive: a generation that is not streamed sends them only once the
+# whole answer is written, which can take minutes.
 UPSTREAM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -60,18 +61,17 @@ class Metrics:
         self._retries_lock = threading.Lock()
         self._retries_seen = 0
 
-    def observe(self, record: Mapping[str, object], retries_total: int | None = None) -> None:
-        """Count one finished request from its log record (the same facts the request log line carries)."""
-        route = str(record.get("route") or "none")
-        self.requests.labels(route, str(record.get("decision", "unknown")), str(record.get("code") or "none")).inc()
-        if isinstance(record.get("scan_ms"), (int, float)):
-            self.scan_seconds.labels(route).observe(float(record["scan_ms"]) / 1000)  # type: ignore[arg-type]
-        if isinstance(record.get("upstream_ms"), (int, float)):
-            self.upstream_seconds.labels(route).observe(float(record["upstream_ms"]) / 1000)  # type: ignore[arg-type]
-        scans, hits = record.get("scans"), record.get("cache_hits")
-        if isinstance(scans, int) and isinstance(hits, int):
-            self.cache.labels("hit").inc(hits)
-            self.cache.labels("miss").inc(scans - hits)
+    def observe(self, record: RequestRecord, retries_total: int | None = None) -> None:
+        """Count one finished request from its record (the same facts the request log line carries)."""
+        route = record.route or "none"
+        self.requests.labels(route, record.decision or "unknown", record.code or "none").inc()
+        if record.scan_ms is not None:
+            self.scan_seconds.labels(route).observe(record.scan_ms / 1000)
+        if record.upstream_ms is not None:
+            self.upstream_seconds.labels(route).observe(record.upstream_ms / 1000)
+        if record.scans is not None and record.cache_hits is not None:
+            self.cache.labels("hit").inc(record.cache_hits)
+            self.cache.labels("miss").inc(record.scans - record.cache_hits)
         if retries_total is not None:
             # The scanner keeps a running total per process; the counter takes what was added since last time.
             with self._retries_lock:

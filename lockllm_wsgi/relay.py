@@ -114,6 +114,9 @@ class Relay:
     def send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes,
     ) -> tuple[int, str, list[tuple[str, str]], UpstreamBody]:
+        """Send the request as it is and return, once the provider's headers are in: its status, reason, headers
+        (hop-by-hop ones removed) and the body, streamed as it arrives (closing it frees the connection).
+        UpstreamError (502 or 504) when the provider cannot be reached or does not answer in time."""
         try:
             response = self.pool.urlopen(
                 method, url, body=body or None, headers=dict(headers), preload_content=False, decode_content=False,
