@@ -27,7 +27,8 @@ from .formats.openai import OpenAIFormat
 from .health import OpsEndpoints
 from .identity import client_identity
 from .metrics import Metrics
-from .policy import decide
+from .policy import INJECTION, decide
+from .proxy_headers import blocked_message, lockllm_headers
 from .ratelimit import RateLimiter
 from .refusal import Refusal
 from .record import RequestRecord
@@ -47,6 +48,13 @@ BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _ENCODED_PATH_TRICK = re.compile(r"%(2e|2f|5c|00)", re.IGNORECASE)
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _FALLBACK_FORMAT = OpenAIFormat()
+# What a client is told when the scanner refuses the gateway's own account: the operator has something to fix.
+_ACCOUNT_MESSAGES = {
+    "unauthorized": "The prompt scanner refused this gateway's API key, so the request was not sent; ask the "
+                    "gateway operator to check [scanner] api_key (or LOCKLLM_API_KEY).",
+    "insufficient_credits": "The prompt scanner account of this gateway has no credit left, so the request was not "
+                            "sent; ask the gateway operator to top it up.",
+}
 
 
 class GatewayApp:
@@ -58,7 +66,7 @@ class GatewayApp:
         self.counters = Counters()
         self.audit = AuditLog(settings.audit)
         self.metrics = Metrics(settings.metrics)
-        self.ops = OpsEndpoints(settings, self.metrics)
+        self.ops = OpsEndpoints(settings, self.metrics, lambda: getattr(self.scanner, "account_problem", None))
         self.limiter = RateLimiter(settings.ratelimit) if settings.ratelimit.enabled else None
         ensure_handler()
         log_event("start", config=settings.source, scanner=settings.scanner.backend,
@@ -134,9 +142,11 @@ class GatewayApp:
         if verdicts is None:
             return  # failed open: the scanner is down and the operator chose to relay
         role = environ.get(self.settings.policy.role_from) if self.settings.policy.role_from else None
-        decision = decide(verdicts, units, self.settings.policy, role)
+        decision = decide(verdicts, units, self.settings.policy, self.settings.scanner, role)
         record.decision, record.score, record.threshold = decision.action, decision.score, decision.threshold
-        record.trigger, record.role = decision.trigger, role
+        record.trigger, record.role, record.code = decision.trigger, role, decision.code
+        record.findings = sorted({code for verdict in verdicts for code in verdict.findings}) or None
+        record.proxy_headers = tuple(lockllm_headers(verdicts, decision, self.settings.scanner))
         if decision.trigger_index is None:
             return
         text = units[decision.trigger_index].segment.text
@@ -144,10 +154,8 @@ class GatewayApp:
         record.scanner_request_id = verdicts[decision.trigger_index].scanner_request_id
         record.prompt = text  # for the audit file only when log_prompts = on; never the request log
         if not decision.relay:
-            raise Refusal(self.settings.policy.block_status, "prompt_injection_detected",
-                          f"The request was blocked: the text at {decision.trigger} looks like a prompt injection "
-                          f"(score {decision.score if decision.score is not None else 'n/a'}, threshold "
-                          f"{decision.threshold}). If this is legitimate, ask the gateway operator to review it.")
+            raise Refusal(self.settings.policy.block_status, decision.code or INJECTION,
+                          blocked_message(decision, verdicts[decision.trigger_index]))
 
     def _extract(self, fmt: WireFormat, path: str, document: dict) -> Collector:
         try:
@@ -185,6 +193,9 @@ class GatewayApp:
                 record.decision = "fail_open"
                 return None
             record.decision = "fail_closed"
+            if problem.account:
+                log_event("scanner_account_problem", request_id=record.request_id, problem=problem.account)
+                raise Refusal(503, f"scanner_{problem.account}", _ACCOUNT_MESSAGES[problem.account]) from None
             raise Refusal(503, "scanner_unavailable", "The prompt scanner is unavailable, so the request was not "
                           "sent; try again shortly, or ask the gateway operator to check the scanner.") from None
         record.scan_ms = round((time.monotonic() - scan_started) * 1000, 2)
@@ -235,13 +246,12 @@ class GatewayApp:
 
     @staticmethod
     def _gateway_headers(record: RequestRecord) -> list[tuple[str, str]]:
-        safe = {"allow": "true", "block": "false", "monitor": "false"}.get(str(record.decision), "unknown")
-        return [
-            ("X-Request-Id", record.request_id),
-            ("X-LockLLM-Request-Id", record.request_id),
-            ("X-LockLLM-Scanned", "true" if safe != "unknown" else "false"),
-            ("X-LockLLM-Safe", safe),
-        ]
+        """Our request id, and LockLLM Proxy Mode's verdict headers: `X-LockLLM-Safe: unknown` only where nothing
+        was judged (a bodyless call, a refusal before the scan, a fail-open)."""
+        ids = [("X-Request-Id", record.request_id), ("X-LockLLM-Request-Id", record.request_id)]
+        if record.proxy_headers:
+            return ids + list(record.proxy_headers)
+        return ids + [("X-LockLLM-Scanned", "false"), ("X-LockLLM-Safe", "unknown")]
 
 
 class _LoggedBody:

@@ -77,7 +77,7 @@ def _scan(args: argparse.Namespace) -> int:
         scanner.close()
     from .policy import is_unsafe
 
-    unsafe = is_unsafe(verdict, settings.policy.threshold)
+    unsafe = is_unsafe(verdict, settings.policy.threshold, settings.scanner)
     print(json.dumps({
         "backend": settings.scanner.backend, "unsafe": unsafe, "safe_flag": verdict.safe, "score": verdict.score,
         "threshold": settings.policy.threshold, "label": verdict.label, "families": list(verdict.families),

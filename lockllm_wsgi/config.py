@@ -92,6 +92,10 @@ _block_status = _bounded(int, lambda value: 400 <= value <= 499, "a 4xx status")
 _rate = _bounded(float, lambda value: value >= 0, "0 (off) or a number of requests above 0")
 
 
+def _optional_fraction(text: str) -> float | None:
+    return _fraction(text) if text.strip() else None
+
+
 def _http_url(text: str) -> str:
     value = text.strip().rstrip("/")
     parts = urlsplit(value)
@@ -198,6 +202,16 @@ class ScannerSettings:
     fail_mode: str = setting("closed", _one_of("closed", "open"))
     cache: str = setting("off", _cache)  # off, sqlite:////abs/path or redis://host:port/db
     cache_ttl: int = setting(7 * 24 * 3600, _positive_int)
+    # What LockLLM checks (sent as X-LockLLM-* headers, and part of the verdict cache key): `combined` runs the
+    # injection model and the account's custom policies, `normal` the model only, `policy_only` the policies only.
+    scan_mode: str = setting("combined", _one_of("normal", "policy_only", "combined"))
+    # What a custom-policy, abuse or PII finding does: block the request, allow it with the finding in the log,
+    # audit file and response headers, or (off) not ask LockLLM for that check at all.
+    policy_action: str = setting("block", _one_of("block", "allow_with_warning", "off"))
+    abuse_action: str = setting("off", _one_of("block", "allow_with_warning", "off"))
+    pii_action: str = setting("off", _one_of("block", "allow_with_warning", "off"))
+    # LockLLM's own chunking of long inputs: on, off, or empty to leave it to LockLLM.
+    chunk: str = setting("", _one_of("on", "off", ""))
     offline_signals: tuple[str, ...] = setting((), _signals)
     offline_allow: tuple[str, ...] = setting((), _lines)
 
@@ -210,8 +224,9 @@ class ScannerSettings:
 @dataclass(frozen=True)
 class PolicySettings:
     action: str = setting("block", _one_of("block", "monitor"))
-    # The offline scanner's rule weights are set against this default (offline.DEFAULT_THRESHOLD).
-    threshold: float = setting(0.5, _fraction)
+    # Empty: LockLLM's own `safe` decides, at the `sensitivity` chosen; a score from 0 to 1: the injection score
+    # is compared with it instead. The offline scanner, which has no `safe`, uses offline.DEFAULT_THRESHOLD then.
+    threshold: float | None = setting(None, _optional_fraction)
     block_status: int = setting(400, _block_status)
     role_from: str = setting("", _environ_key)  # empty: every caller is judged by `threshold`
     non_text_parts: str = setting("allow", _one_of("allow", "block"))
@@ -300,10 +315,18 @@ _ROUTE_KEYS: dict[str, Callable[[str], object]] = {
 }
 
 
+class _CaseKeepingParser(configparser.RawConfigParser):
+    """Keys keep their case: a [thresholds] role is the role Apache sets (`Contractor`, not `contractor`), and a
+    setting spelt `Timeout` is named in the error rather than silently read as `timeout`."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 class _Reader:
     """Converts the keys of one parsed INI file, naming the file, section and key in every error."""
 
-    def __init__(self, parser: configparser.RawConfigParser, source: str):
+    def __init__(self, parser: _CaseKeepingParser, source: str):
         self.parser = parser
         self.source = source
 
@@ -365,7 +388,7 @@ def _route(reader: _Reader, section: str, values: dict[str, object]) -> Route:
 def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settings:
     """Read `path` into Settings; `environ` (default os.environ) supplies LOCKLLM_API_KEY."""
     environ = os.environ if environ is None else environ
-    parser = configparser.RawConfigParser(default_section="__no_defaults__", strict=True)
+    parser = _CaseKeepingParser(default_section="__no_defaults__", strict=True)
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle, source=path)

@@ -43,9 +43,11 @@ def scanner_problem(settings: Settings, timeout: float = DEFAULT_READY_TIMEOUT_S
 
 
 class OpsEndpoints:
-    def __init__(self, settings: Settings, metrics: Metrics):
+    def __init__(self, settings: Settings, metrics: Metrics, account_problem: Callable[[], str | None] = lambda: None):
         self.settings = settings
         self.metrics = metrics
+        # The scan client's last word on the gateway's key or credit: reachable is not enough to be ready.
+        self.account_problem = account_problem
         self._answers: dict[str, Callable[[], tuple[str, str, bytes]]] = {
             settings.ops.healthz_path: self._healthz,
             settings.ops.readyz_path: self._readyz,
@@ -70,7 +72,8 @@ class OpsEndpoints:
 
     def _readyz(self) -> tuple[str, str, bytes]:
         # The configuration was loaded and validated when the app was built; the rest is checked live.
-        problems = {"cache": cache_problem(self.settings.scanner), "scanner": scanner_problem(self.settings)}
+        problems = {"cache": cache_problem(self.settings.scanner),
+                    "scanner": scanner_problem(self.settings) or self.account_problem()}
         checks = {"config": "ok", **{name: problem or "ok" for name, problem in problems.items()}}
         ready = not any(problems.values())
         body = json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}).encode() + b"\n"

@@ -42,6 +42,9 @@ class RequestRecord:
     scanner_request_id: str | None = None
     # The text that triggered a block: kept in the audit file only with `[audit] log_prompts = on`, never logged.
     prompt: str | None = None
+    findings: list[str] | None = None  # LockLLM's findings besides injection, blocking or allowed with a warning
+    # LockLLM Proxy Mode's response headers for this request's verdict (proxy_headers.py); sent, not logged.
+    proxy_headers: tuple[tuple[str, str], ...] = ()
     upstream_ms: float | None = None
     status: int | None = None
     code: str | None = None
@@ -51,4 +54,5 @@ class RequestRecord:
     def fields(self) -> dict[str, object]:
         """The record as the log line, audit record and metrics read it, in this order."""
         return {field.name: getattr(self, field.name) for field in dataclass_fields(self)
-                if field.name in _ALWAYS or getattr(self, field.name) is not None}
+                if field.name in _ALWAYS or (getattr(self, field.name) not in (None, ())
+                                             and field.name != "proxy_headers")}

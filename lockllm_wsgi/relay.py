@@ -33,6 +33,9 @@ _NOT_FORWARDED = frozenset(
     """host content-length forwarded x-forwarded-for x-forwarded-host x-forwarded-proto x-forwarded-port
     x-forwarded-prefix x-original-url x-rewrite-url x-real-ip via""".split()
 )
+# LockLLM Proxy Mode's request headers (X-LockLLM-Key, -Scan-Action, ...) are for the scanner, never the provider:
+# a client's LockLLM key must not reach OpenAI.
+_LOCKLLM_PREFIX = "x-lockllm-"
 # Bytes read per upstream read; read1 returns whatever has arrived, so small events are not held back.
 STREAM_READ_BYTES = 64 * 1024
 DEFAULT_POOL_SIZE = 32
@@ -64,7 +67,7 @@ def request_headers(environ: Mapping[str, object]) -> dict[str, str]:
         if not key.startswith("HTTP_"):
             continue
         name = key[5:].replace("_", "-").title()
-        if is_hop_by_hop(name, tokens) or name.lower() in _NOT_FORWARDED:
+        if is_hop_by_hop(name, tokens) or name.lower() in _NOT_FORWARDED or name.lower().startswith(_LOCKLLM_PREFIX):
             continue
         headers[name] = str(value)
     return headers

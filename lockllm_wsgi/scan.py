@@ -28,7 +28,7 @@ from requests.adapters import HTTPAdapter
 from werkzeug.http import parse_date
 
 from .config import ScannerSettings
-from .verdict import ScannerUnavailable, Verdict, parse_verdict
+from .verdict import ScannerUnavailable, Verdict, parse_block, parse_verdict
 from .verdict_cache import BackgroundWriter, open_cached_session
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,25 @@ PIECE_OVERLAP_CHARS = 2_000
 DEFAULT_SCAN_WORKERS = 64
 BACKOFF_BASE_SECONDS = 0.1
 # Scanner answers that say the gateway's own key or account is wrong (bad key, no credit): an outage to the
-# operator, not something the request's content caused.
-OPERATOR_STATUSES = frozenset({401, 402, 403})
+# operator, not something the request's content caused, and named apart from a scanner that is down.
+ACCOUNT_PROBLEMS = {401: "unauthorized", 403: "unauthorized", 402: "insufficient_credits"}
+OPERATOR_STATUSES = frozenset(ACCOUNT_PROBLEMS)
+# The gateway asks LockLLM for warnings, never for block answers, and applies each `*_action` itself: a warning
+# answer is a 200, which the verdict cache keeps; a block answer (a 4xx) would be scanned again every time.
+_ASKED_ACTION = "allow_with_warning"
+
+
+def scan_headers(settings: ScannerSettings) -> dict[str, str]:
+    """The X-LockLLM-* headers of every scan call: what LockLLM checks, per the settings."""
+    headers = {"X-LockLLM-Scan-Mode": settings.scan_mode, "X-LockLLM-Scan-Action": _ASKED_ACTION,
+               "X-LockLLM-Sensitivity": settings.sensitivity}
+    for name, action in (("Policy", settings.policy_action), ("Abuse", settings.abuse_action),
+                         ("PII", settings.pii_action)):
+        if action != "off":
+            headers[f"X-LockLLM-{name}-Action"] = _ASKED_ACTION
+    if settings.chunk:
+        headers["X-LockLLM-Chunk"] = "true" if settings.chunk == "on" else "false"
+    return headers
 # Verdicts kept in process memory in front of the SQLite cache (keyed by a hash of the text, never the text): a
 # resent history is answered without a pool hand-off, a SQLite read and requests-cache's deserialisation, which
 # cost about 0.5 ms per request on a cache hit (benchmarks/latency.py). 4096 entries of ~300 bytes each.
@@ -91,10 +108,13 @@ class LockLLMScanner:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.trust_env = False  # ambient proxy variables must not reroute prompt text
-        self._headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"}
+        self._headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json",
+                         **scan_headers(settings)}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockllm-scan")
         self._stats_lock = threading.Lock()
         self.retries_total = 0
+        # The scanner's last word on the gateway's own key or credit ("unauthorized: ..."), until a scan succeeds.
+        self.account_problem: str | None = None
         self._memo: OrderedDict[bytes, tuple[float, Verdict]] | None = OrderedDict() if settings.cache_path else None
         self._memo_lock = threading.Lock()
 
@@ -150,6 +170,8 @@ class LockLLMScanner:
                                      + (f" ({fresh} fresh texts, {self.workers} scan workers)" if queued else ""),
                                      caused_by_request=queued)
         if isinstance(failure, ScannerUnavailable):
+            # A worker that gave up at the deadline says "not attempted"; the queue is still what ran it out.
+            failure.caused_by_request = failure.caused_by_request or queued
             raise failure
         if failure is not None:
             # A fault below (a library's unexpected exception) still means "no verdict", never an unhandled error.
@@ -182,16 +204,24 @@ class LockLLMScanner:
                         except ValueError:
                             raise ScannerUnavailable("scanner answered 200 with a body that is not JSON") from None
                         verdict = parse_verdict(data)
+                        self.account_problem = None
                         cached = bool(getattr(response, "from_cache", False))
                         self._remember(text, verdict, getattr(response, "expires", None) if cached else None)
                         return replace(verdict, cached=cached)
                     status = response.status_code
+                    blocked = parse_block(status, _json_or_none(response))
+                    if blocked is not None:
+                        return blocked  # LockLLM's block answer is a verdict, never an outage
                     problem = f"scanner answered {status}: {_error_message(response)}"
                     if status != 429 and status < 500:
                         # About our own request (bad key, bad input): retrying cannot help. A bad key or exhausted
                         # credit is the operator's problem (the fail mode applies); anything else is about the
                         # input, which the client chose: never a fail-open.
-                        raise ScannerUnavailable(problem, caused_by_request=status not in OPERATOR_STATUSES)
+                        account = ACCOUNT_PROBLEMS.get(status)
+                        if account:
+                            self.account_problem = f"{account}: {problem}"  # shown by /readyz until a scan works
+                        raise ScannerUnavailable(problem, caused_by_request=status not in OPERATOR_STATUSES,
+                                                 account=account)
                     wait_before_retry = _retry_after(response)
             backoff = BACKOFF_BASE_SECONDS * (2 ** attempt) * random.uniform(0.5, 1.5)
             pause = max(wait_before_retry, backoff)
@@ -211,6 +241,13 @@ class LockLLMScanner:
         if self.writer is not None:
             self.writer.close()
         self.session.close()
+
+
+def _json_or_none(response: requests.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _error_message(response: requests.Response) -> str:

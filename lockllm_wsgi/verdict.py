@@ -7,7 +7,7 @@ and this module imports none of them::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 
@@ -20,24 +20,72 @@ class ScannerUnavailable(Exception):
     was still rate-limiting at the end of the retries (a quota the clients' volume exhausted).
     """
 
-    def __init__(self, message: str, caused_by_request: bool = False):
+    def __init__(self, message: str, caused_by_request: bool = False, account: str | None = None):
         super().__init__(message)
         self.caused_by_request = caused_by_request
+        # "unauthorized" (the scanner refuses the gateway's key) or "insufficient_credits" (its account has no
+        # credit left): outages the operator must tell apart from a scanner that is down.
+        self.account = account
+
+
+# LockLLM's block answers (sent when an X-LockLLM-*-Action: block header asked for them): verdicts, not errors.
+BLOCK_CODES = frozenset({"prompt_injection_detected", "policy_violation", "pii_detected", "abuse_detected"})
 
 
 @dataclass(frozen=True)
 class Verdict:
-    safe: bool | None  # the scanner's own flag
+    """What the scanner says of one text: LockLLM's whole answer, not only its injection score."""
+
+    safe: bool | None  # the scanner's own flag: every check it ran, together
     score: float | None  # injection score, normalised to 0..1
     label: str | None = None
     scanner_request_id: str | None = None
     cached: bool = False
-    families: tuple[str, ...] = ()
+    families: tuple[str, ...] = ()  # the offline scanner's rule families
+    confidence: float | None = None  # of the injection label, 0..100
+    scan_warning: bool = False  # LockLLM flagged injection but was asked to allow with a warning
+    policy_warnings: int = 0  # custom policies violated
+    policy_confidence: float | None = None
+    pii_detected: bool = False
+    pii_types: tuple[str, ...] = ()
+    abuse_detected: bool = False
+    abuse_types: tuple[str, ...] = ()
+    blocked: str | None = None  # the code of a LockLLM block answer
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """LockLLM's findings besides the injection score, as refusal codes."""
+        found = [self.blocked] if self.blocked else []
+        found += [code for code, hit in (("policy_violation", self.policy_warnings > 0),
+                                         ("pii_detected", self.pii_detected),
+                                         ("abuse_detected", self.abuse_detected)) if hit and code not in found]
+        return tuple(found)
 
     @staticmethod
     def worst(verdicts: Sequence["Verdict"]) -> "Verdict":
-        """One verdict for a text scanned in pieces: the most dangerous piece speaks for the whole text."""
-        return max(verdicts, key=lambda v: (v.safe is False, v.score if v.score is not None else -1.0))
+        """One verdict for a text scanned in pieces: the most dangerous piece speaks for the whole text, and no
+        piece's finding is lost."""
+        worst = max(verdicts, key=lambda v: (v.blocked is not None, v.safe is False, bool(v.findings),
+                                             v.score if v.score is not None else -1.0))
+        return replace(
+            worst,
+            policy_warnings=max(v.policy_warnings for v in verdicts),
+            pii_detected=any(v.pii_detected for v in verdicts),
+            pii_types=tuple(sorted({kind for v in verdicts for kind in v.pii_types})),
+            abuse_detected=any(v.abuse_detected for v in verdicts),
+            abuse_types=tuple(sorted({kind for v in verdicts for kind in v.abuse_types})),
+            blocked=next((v.blocked for v in verdicts if v.blocked), None),
+        )
+
+
+def _number(value: object, low: float, high: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        return None
+    return float(value)
+
+
+def _names(values: object) -> tuple[str, ...]:
+    return tuple(sorted({str(value)[:60] for value in values})) if isinstance(values, list) else ()
 
 
 def parse_verdict(data: object) -> Verdict:
@@ -58,9 +106,39 @@ def parse_verdict(data: object) -> Verdict:
         raise ScannerUnavailable("scanner verdict has neither 'safe' nor a usable 'injection' score")
     label = data.get("label")
     request_id = data.get("request_id")
+    policies = data.get("policy_warnings")
+    pii = data.get("pii_result") if isinstance(data.get("pii_result"), dict) else {}
+    abuse = data.get("abuse_warnings") if isinstance(data.get("abuse_warnings"), dict) else {}
     return Verdict(
         safe=safe,
         score=float(score) if score is not None else None,
         label=str(label) if label is not None else None,
         scanner_request_id=str(request_id) if request_id is not None else None,
+        confidence=_number(data.get("confidence"), 0, 100),
+        scan_warning=bool(data.get("scan_warning")),
+        policy_warnings=len(policies) if isinstance(policies, list) else 0,
+        policy_confidence=_number(data.get("policy_confidence"), 0, 100),
+        pii_detected=pii.get("detected") is True,
+        pii_types=_names(pii.get("entity_types")),
+        # Present only when abuse was found; `detected` defaults to true, as in LockLLM's own SDK.
+        abuse_detected=bool(abuse) and abuse.get("detected", True) is not False,
+        abuse_types=_names(abuse.get("abuse_types")),
+    )
+
+
+def parse_block(status: int, data: object) -> Verdict | None:
+    """A LockLLM block answer (400 prompt_injection_detected or abuse_detected, 403 policy_violation or
+    pii_detected) as the verdict it is, or None when the answer is an error of another kind."""
+    error = data.get("error") if isinstance(data, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if status not in (400, 403) or code not in BLOCK_CODES:
+        return None
+    scan = error.get("scan_result") if isinstance(error.get("scan_result"), dict) else {}
+    pii = error.get("pii_details") if isinstance(error.get("pii_details"), dict) else {}
+    injection = _number(scan.get("injection"), 0, 100)
+    return Verdict(
+        safe=False, score=injection / 100 if injection is not None else None,
+        scanner_request_id=str(error.get("request_id")) if error.get("request_id") is not None else None,
+        blocked=str(code), pii_detected=code == "pii_detected", pii_types=_names(pii.get("entity_types")),
+        policy_warnings=1 if code == "policy_violation" else 0, abuse_detected=code == "abuse_detected",
     )

@@ -31,8 +31,21 @@ from .verdict import ScannerUnavailable, parse_verdict
 
 log = logging.getLogger(__name__)
 
-# Fields of a scan answer worth keeping; everything else (an echoed input, say) is dropped before storing.
-VERDICT_FIELDS = ("safe", "label", "confidence", "injection", "request_id")
+# Fields of a scan answer worth keeping; everything else (an echoed input, say) is dropped before storing, and
+# the kept findings lose what quotes the prompt (a policy's violation details, PII's redacted input).
+VERDICT_FIELDS = ("safe", "label", "confidence", "injection", "request_id", "scan_warning", "policy_confidence",
+                  "policy_warnings", "pii_result", "abuse_warnings")
+_QUOTING_FIELDS = {"policy_warnings": ("violation_details",), "pii_result": ("redacted_input",),
+                   "abuse_warnings": ("indicators", "recommendation"), "scan_warning": ("message",)}
+
+
+def _without_quotes(key: str, value: object) -> object:
+    drop = _QUOTING_FIELDS.get(key, ())
+    if isinstance(value, dict):
+        return {name: item for name, item in value.items() if name not in drop}
+    if isinstance(value, list):
+        return [_without_quotes(key, item) for item in value]
+    return value
 # Milliseconds a process waits for another's write before treating the cache as unavailable (a miss).
 DEFAULT_BUSY_TIMEOUT_MS = 2000
 # Redis keys of the verdict cache start with this, so one Redis can serve other applications too.
@@ -98,7 +111,7 @@ def _scrub(entry: dict) -> dict:
     content = entry.pop("_decoded_content", None)
     entry.pop("_content", None)
     if isinstance(content, dict):
-        entry["_decoded_content"] = {key: content[key] for key in VERDICT_FIELDS if key in content}
+        entry["_decoded_content"] = {key: _without_quotes(key, content[key]) for key in VERDICT_FIELDS if key in content}
     else:
         entry["_decoded_content"] = {}
     return entry
@@ -213,7 +226,10 @@ def open_cached_session(settings: ScannerSettings, key_identity: str,
 
     def cache_key(request, **_kwargs) -> str:
         digest = hashlib.sha256()
-        for part in (request.method.encode(), request.url.encode(), key_identity.encode(), request.body or b""):
+        # What LockLLM was asked to check (the X-LockLLM-* headers) changes the verdict as much as the text does.
+        asked = "\n".join(f"{name}:{value}" for name, value in sorted(request.headers.items())
+                          if name.lower().startswith("x-lockllm-")).encode()
+        for part in (request.method.encode(), request.url.encode(), key_identity.encode(), asked, request.body or b""):
             digest.update(part if isinstance(part, bytes) else part.encode())
             digest.update(b"\0")
         return digest.hexdigest()

@@ -151,7 +151,9 @@ def test_what_the_reference_calls_required_is_required(tmp_path):
             load_settings(write(tmp_path, text), environ={})
 
 
-def test_the_offline_rules_are_weighed_against_the_default_policy_threshold():
+def test_the_offline_rules_are_weighed_against_the_threshold_used_without_one():
     from lockllm_wsgi.offline import DEFAULT_THRESHOLD
+    from lockllm_wsgi.policy import SCORE_ONLY_THRESHOLD
 
-    assert PolicySettings().threshold == DEFAULT_THRESHOLD
+    assert PolicySettings().threshold is None  # LockLLM's own `safe` decides
+    assert SCORE_ONLY_THRESHOLD == DEFAULT_THRESHOLD

@@ -17,7 +17,7 @@ LAYERS = [
     {"formats"},
     {"config"},
     {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy"},
-    {"health", "scan"},
+    {"health", "scan", "proxy_headers"},
     {"app", "apache_config", "express"},
     {"cli", "__init__", "wsgi"},
 ]

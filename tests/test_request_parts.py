@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from lockllm_wsgi.body import decode_body, parse_json, read_body
-from lockllm_wsgi.config import PolicySettings
+from lockllm_wsgi.config import PolicySettings, ScannerSettings
 from lockllm_wsgi.extract import Segment, scan_units
 from lockllm_wsgi.normalize import normalize_for_scan
 from lockllm_wsgi.policy import decide
@@ -157,7 +157,7 @@ def units_for(*texts):
 @pytest.mark.parametrize("verdicts, policy, role, action", [
     pytest.param([Verdict(True, 0.1), Verdict(True, 0.4)], PolicySettings(), None, "allow", id="all-low"),
     pytest.param([Verdict(True, 0.1), Verdict(False, 0.9)], PolicySettings(), None, "block", id="any-high"),
-    pytest.param([Verdict(True, 0.5)], PolicySettings(), None, "block", id="at-threshold"),
+    pytest.param([Verdict(True, 0.5)], PolicySettings(threshold=0.5), None, "block", id="at-threshold"),
     pytest.param([Verdict(False, None)], PolicySettings(), None, "block", id="flag-without-score"),
     pytest.param([Verdict(False, 0.9)], PolicySettings(action="monitor"), None, "monitor", id="monitor"),
     pytest.param([Verdict(False, 0.7)], PolicySettings(thresholds={"trusted": 0.8}, role_from="R"), "trusted",
@@ -166,12 +166,13 @@ def units_for(*texts):
                  "block", id="other-role-default"),
 ])
 def test_decisions(verdicts, policy, role, action):
-    decision = decide(verdicts, units_for(*["t"] * len(verdicts)), policy, role)
+    decision = decide(verdicts, units_for(*["t"] * len(verdicts)), policy, ScannerSettings(), role)
     assert decision.action == action
 
 
 def test_block_names_the_field():
-    decision = decide([Verdict(True, 0.1), Verdict(False, 0.9)], units_for("a", "b"), PolicySettings(), None)
+    decision = decide([Verdict(True, 0.1), Verdict(False, 0.9)], units_for("a", "b"), PolicySettings(),
+                      ScannerSettings(), None)
     assert decision.trigger == "messages[1].content"
 
 
