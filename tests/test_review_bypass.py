@@ -14,9 +14,9 @@ import pytest
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK, scans
 from lockllm_wsgi.formats.bedrock import CREDENTIALS
 from lockllm_wsgi.normalize import normalize_for_scan
+from support.fakes import ATTACK, scans
 
 B64 = base64.b64encode(ATTACK.encode()).decode()
 CHAT = "/openai/v1/chat/completions"

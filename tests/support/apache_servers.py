@@ -25,11 +25,10 @@ from typing import Iterator
 
 import requests
 
-from rawserver import RawServer, read_request
-
 from lockllm_wsgi.apache_config import TEMPLATE_DIR, install_values, server_config, write_script
 from lockllm_wsgi.config import load_settings
 from lockllm_wsgi.express import express_command
+from support.rawserver import RawServer, read_request
 
 APACHE2 = shutil.which("apache2") or shutil.which("apache2", path="/usr/sbin")
 APACHE_MODULES = "/usr/lib/apache2/modules"
