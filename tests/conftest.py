@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from pytest_httpserver import HTTPServer
 
-from support.fakes import scanner_verdict
+from support.fakes import FakeServer, scanner_verdict
 from support.gateway import Gateway, LogLines, write_config
 
 
@@ -21,7 +20,7 @@ def _no_ambient_proxies(monkeypatch):
 
 
 def _fake_server():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server = FakeServer()
     server.start()
     yield server
     server.clear()

@@ -10,7 +10,7 @@ from werkzeug.serving import make_server
 
 from lockllm_wsgi import create_app
 from lockllm_wsgi.config import load_settings
-from support.fakes import SCANNER_KEY
+from support.fakes import POLL_SECONDS, SCANNER_KEY
 
 
 def write_config(folder, scanner_url: str, upstream: str, extra: str = "", scanner_extra: str = "") -> str:
@@ -31,14 +31,15 @@ def write_config(folder, scanner_url: str, upstream: str, extra: str = "", scann
 
 
 class Gateway:
-    """The app served by a threaded werkzeug server on a loopback port."""
+    """The app served by a threaded werkzeug server on a loopback port; close() stops it within POLL_SECONDS."""
 
     def __init__(self, config_path: str):
         self.settings = load_settings(config_path)
         self.app = create_app(self.settings)
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": POLL_SECONDS},
+                                       daemon=True)
         self.thread.start()
 
     def close(self) -> None:
