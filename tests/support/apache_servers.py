@@ -37,13 +37,20 @@ PROCESSES, THREADS = 2, 6
 START_SECONDS = 45
 
 
+def missing_express() -> str | None:
+    """Why mod_wsgi-express cannot run here (looked up as lockllm_wsgi.express does), or None."""
+    if not shutil.which("mod_wsgi-express", path=os.path.dirname(sys.executable)) and not shutil.which(
+            "mod_wsgi-express"):
+        return "mod_wsgi-express is not installed (pip install 'lockllm-wsgi[apache]')"
+    return None
+
+
 def missing_tools() -> str | None:
     """Why the Apache tests cannot run here, or None."""
     if not APACHE2:
         return "apache2 is not installed (apt-get install apache2 apache2-dev)"
-    if not shutil.which("mod_wsgi-express", path=os.path.dirname(sys.executable)) and not shutil.which(
-            "mod_wsgi-express"):
-        return "mod_wsgi is not installed (pip install 'lockllm-wsgi[apache]')"
+    if missing_express():
+        return missing_express()
     if not shutil.which("openssl"):
         return "openssl is not installed"
     return None
