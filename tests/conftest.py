@@ -1,24 +1,14 @@
-"""Shared fixtures: a fake LockLLM scanner and a fake provider (pytest-httpserver), and the gateway under test
-served over real HTTP by werkzeug, so the official SDKs talk to it exactly as they talk to a provider."""
+"""Fixtures: a fake LockLLM scanner and a fake provider (pytest-httpserver), and the gateway under test served
+over real HTTP by werkzeug (tests/support/gateway.py). Shared helpers live in tests/support/, not here."""
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import textwrap
 
 import pytest
-from pytest_httpserver import HTTPServer
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
-from lockllm_wsgi import create_app
-from lockllm_wsgi.config import load_settings
-
-# What the fake scanner treats as an attack: a marker no benign test text contains.
-ATTACK = "IGNORE ALL PREVIOUS INSTRUCTIONS"
-SCANNER_KEY = "llm-test-scanner-key-0001"
+from support.fakes import FakeServer, scanner_verdict
+from support.gateway import Gateway, LogLines, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -29,18 +19,8 @@ def _no_ambient_proxies(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def scanner_verdict(request: Request) -> Response:
-    """LockLLM's scan API, played: unsafe when the input carries ATTACK, with the score in percent."""
-    payload = request.get_json()
-    unsafe = ATTACK.lower() in payload["input"].lower()
-    return Response(json.dumps({
-        "safe": not unsafe, "label": 1 if unsafe else 0, "confidence": 97 if unsafe else 99,
-        "injection": 97 if unsafe else 2, "request_id": "scan_123",
-    }), content_type="application/json")
-
-
 def _fake_server():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server = FakeServer()
     server.start()
     yield server
     server.clear()
@@ -73,46 +53,6 @@ def scanner(scanner_server):
     scanner_server.clear()
 
 
-def scans(server: HTTPServer) -> list[dict]:
-    """The JSON bodies the fake scanner received."""
-    return [json.loads(request.get_data()) for request, _ in server.log]
-
-
-def write_config(folder, scanner_url: str, upstream: str, extra: str = "", scanner_extra: str = "") -> str:
-    path = folder / "lockllm.ini"
-    scanner_keys = {"url": scanner_url, "api_key": SCANNER_KEY, "timeout": "3", "retries": "1"}
-    for line in textwrap.dedent(scanner_extra).splitlines():
-        if line.strip():
-            key, _, value = line.partition("=")
-            scanner_keys[key.strip()] = value.strip()
-    path.write_text("[scanner]\n" + "".join(f"{key} = {value}\n" for key, value in scanner_keys.items())
-                    + textwrap.dedent(f"""
-        [route:openai]
-        prefix = /openai
-        upstream = {upstream}
-        format = openai
-        """) + textwrap.dedent(extra))
-    return str(path)
-
-
-class Gateway:
-    """The app served by a threaded werkzeug server on a loopback port."""
-
-    def __init__(self, config_path: str):
-        self.settings = load_settings(config_path)
-        self.app = create_app(self.settings)
-        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.app.scanner.close()
-        self.app.relay.close()
-
-
 @pytest.fixture
 def make_gateway(tmp_path, scanner, provider):
     """make_gateway(extra, scanner_extra, scanner_url, upstream, routes) -> Gateway, by default in front of the fakes.
@@ -142,23 +82,6 @@ def make_gateway_once(make_gateway, scanner, provider):
     """One gateway for a property test's many examples, with a provider that accepts every chat."""
     provider.expect_request("/v1/chat/completions").respond_with_json({"id": "x", "choices": []})
     return make_gateway(), scanner, provider
-
-
-class LogLines(list):
-    """Request-log lines as they are written, from the server's threads; wait_for(n) waits until n are in."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = threading.Condition()
-
-    def add(self, line: str) -> None:
-        with self._changed:
-            self.append(line)
-            self._changed.notify_all()
-
-    def wait_for(self, count: int, timeout: float = 5) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: len(self) >= count, timeout)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import anthropic
 import pytest
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK
+from support.fakes import ATTACK
 
 MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
            "content": [{"type": "text", "text": "Hello!"}], "stop_reason": "end_turn", "stop_sequence": None,

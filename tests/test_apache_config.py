@@ -17,6 +17,10 @@ from lockllm_wsgi.apache_config import (BODY_LIMIT_MARGIN_BYTES, TEMPLATE_DIR, i
 from lockllm_wsgi.app import GatewayApp
 from lockllm_wsgi.config import load_settings
 from lockllm_wsgi.express import express_command
+from support.apache_servers import missing_express
+
+NO_EXPRESS = missing_express()
+needs_express = pytest.mark.skipif(NO_EXPRESS is not None, reason=NO_EXPRESS or "")
 
 INI = """\
 [scanner]
@@ -93,6 +97,7 @@ def test_the_written_script_binds_the_app_to_its_config(public_config, tmp_path)
     application.relay.close()
 
 
+@needs_express  # its LoadModule line comes from `mod_wsgi-express module-config`
 def test_apache_config_prints_module_and_defines_for_this_installation(public_config, capsys):
     assert cli.main(["apache-config", "--config", public_config, "--define", "LOCKLLM_SERVER_NAME=llm.test"]) == 0
     printed = capsys.readouterr().out
@@ -102,6 +107,7 @@ def test_apache_config_prints_module_and_defines_for_this_installation(public_co
     assert not os.path.exists(os.path.join(os.path.dirname(public_config), "lockllm.wsgi"))  # only with --write-script
 
 
+@needs_express
 @pytest.mark.parametrize("euid, worker_options", [
     pytest.param(0, ["--user", "www-data", "--group", "www-data"], id="root-drops-to-www-data"),
     pytest.param(1000, [], id="normal-user-runs-as-itself"),
@@ -121,6 +127,7 @@ def test_serve_command_matches_the_snippets(public_config, monkeypatch, euid, wo
     assert command[-len(worker_options):] == worker_options if worker_options else "--user" not in command
 
 
+@needs_express
 def test_serve_as_root_refuses_a_config_the_workers_cannot_read(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     config = tmp_path / "lockllm.ini"

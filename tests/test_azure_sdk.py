@@ -8,8 +8,7 @@ import openai
 import pytest
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK
-from test_openai_sdk import COMPLETION
+from support.fakes import ATTACK, COMPLETION
 
 PROVIDER_KEY = "azure-provider-canary-key"
 API_VERSION = "2024-10-21"

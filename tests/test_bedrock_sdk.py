@@ -17,10 +17,10 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from werkzeug.wrappers import Request, Response
 
-from conftest import ATTACK
 from lockllm_wsgi.config import ConfigError
 from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.formats.bedrock import CREDENTIALS, signing_region
+from support.fakes import ATTACK
 
 MODEL = "amazon.nova-lite-v1:0"
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"

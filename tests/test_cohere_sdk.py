@@ -9,7 +9,7 @@ import pytest
 from cohere.errors import BadRequestError, ServiceUnavailableError
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK
+from support.fakes import ATTACK
 
 PROVIDER_KEY = "co-provider-canary"
 ROUTES = {"cohere": ""}

@@ -16,8 +16,8 @@ import pytest
 import requests
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK, scanner_verdict
-from rawserver import RawServer, read_request
+from support.fakes import ATTACK, scanner_verdict
+from support.rawserver import RawServer, read_request
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
 CHAT_BYTES = json.dumps(CHAT).encode()

@@ -13,7 +13,7 @@ from google import genai
 from google.genai import errors, types
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK
+from support.fakes import ATTACK
 
 PROVIDER_KEY = "AIza-provider-canary"
 MODEL = "gemini-test"

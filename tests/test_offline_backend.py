@@ -9,8 +9,8 @@ import textwrap
 import openai
 import pytest
 
-from conftest import Gateway
 from lockllm_wsgi.config import ConfigError, load_settings
+from support.gateway import Gateway
 
 COMPLETION = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [
     {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}

@@ -10,13 +10,8 @@ import openai
 import pytest
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK, SCANNER_KEY
+from support.fakes import ATTACK, COMPLETION, SCANNER_KEY
 
-COMPLETION = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-test",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}
 PROVIDER_KEY = "sk-provider-canary-123456"
 
 

@@ -10,10 +10,9 @@ import pytest
 from mistralai.client import Mistral
 from mistralai.client.errors import SDKError
 
-from conftest import ATTACK, SCANNER_KEY
 from lockllm_wsgi.config import ConfigError, load_settings
 from lockllm_wsgi.presets import PRESETS
-from test_openai_sdk import COMPLETION
+from support.fakes import ATTACK, COMPLETION, SCANNER_KEY
 
 
 def route_settings(tmp_path, keys: str):

@@ -1,4 +1,5 @@
-"""tests/rawserver.py's read_request: a whole request however the bytes are split, and no hang on an early close."""
+"""tests/support/rawserver.py's read_request: a whole request however the bytes are split, and no hang on an early
+close."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import socket
 
 import pytest
 
-from rawserver import PeerClosed, RawServer, read_request, request_body
+from support.rawserver import PeerClosed, RawServer, read_request, request_body
 
 BODY = b'{"model": "m", "max_tokens": 3}'
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -8,10 +8,10 @@ from email.utils import format_datetime
 
 import pytest
 import requests
-from pytest_httpserver import HTTPServer
 
 from lockllm_wsgi.config import ScannerSettings
 from lockllm_wsgi.scan import LockLLMScanner, _retry_after
+from support.fakes import FakeServer
 
 
 def answer_with(retry_after: str) -> requests.Response:
@@ -52,7 +52,7 @@ def test_no_retry_after_is_no_wait():
 
 @pytest.fixture
 def fake_scanner():
-    server = HTTPServer(host="127.0.0.1", port=0)
+    server = FakeServer()  # stops in 10 ms, not 0.5 s
     server.start()
     yield server
     server.clear()

@@ -8,8 +8,8 @@ import logging
 from hypothesis import HealthCheck, given, settings, strategies as st
 from werkzeug.test import Client
 
-from conftest import SCANNER_KEY, scans
 from lockllm_wsgi.normalize import normalize_for_scan
+from support.fakes import SCANNER_KEY, scans
 
 CANARY = "sk-canary-7d1f0c9e4b2a"
 COMPLETION = {"id": "x", "object": "chat.completion", "choices": []}

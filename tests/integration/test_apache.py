@@ -20,10 +20,10 @@ import requests
 from werkzeug.wrappers import Response
 
 from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES
-
-from apache_servers import (DrippingProvider, missing_tools, public_folder, running_apache2, running_express,
-                            worker_owned_folder)
-from conftest import ATTACK, scans, write_config
+from support.apache_servers import (DrippingProvider, missing_tools, public_folder, running_apache2, running_express,
+                                    worker_owned_folder)
+from support.fakes import ATTACK, scans
+from support.gateway import write_config
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
-from conftest import write_config
-from rawserver import RawServer, read_request, request_body
+from support.apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
+from support.gateway import write_config
+from support.rawserver import RawServer, read_request, request_body
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]

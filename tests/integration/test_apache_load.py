@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
-from conftest import ATTACK, write_config
+from support.apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
+from support.fakes import ATTACK
+from support.gateway import write_config
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]

@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
-from conftest import ATTACK, scans, write_config
-from rawserver import RawServer
-from raw_http import authority, chunked, connect, error_codes, exchange, mount, request, statuses
+from support.apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
+from support.fakes import ATTACK, scans
+from support.gateway import write_config
+from support.raw_http import authority, chunked, connect, error_codes, exchange, mount, request, statuses
+from support.rawserver import RawServer
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]

@@ -11,7 +11,7 @@ import pytest
 import requests
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK
+from support.fakes import ATTACK
 
 PROVIDER_KEY = "sk-provider-canary-audit-778899"
 CHAT = "/openai/v1/chat/completions"

@@ -8,8 +8,8 @@ import time
 import pytest
 import requests
 
-from conftest import scans
 from lockllm_wsgi.identity import client_identity
+from support.fakes import scans
 
 CHAT = "/openai/v1/chat/completions"
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "choices": []}

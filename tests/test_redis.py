@@ -12,7 +12,7 @@ import pytest
 import redis
 import requests
 
-from conftest import SCANNER_KEY, scans
+from support.fakes import SCANNER_KEY, scans
 
 CHAT = "/openai/v1/chat/completions"
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "choices": []}

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from conftest import ATTACK, SCANNER_KEY, write_config
 from lockllm_wsgi.cli import main
+from support.fakes import ATTACK, SCANNER_KEY
+from support.gateway import write_config
 
 REDIS_PASSWORD = "redis-password-canary"
 

@@ -25,11 +25,10 @@ from typing import Iterator
 
 import requests
 
-from rawserver import RawServer, read_request
-
 from lockllm_wsgi.apache_config import TEMPLATE_DIR, install_values, server_config, write_script
 from lockllm_wsgi.config import load_settings
 from lockllm_wsgi.express import express_command
+from support.rawserver import RawServer, read_request
 
 APACHE2 = shutil.which("apache2") or shutil.which("apache2", path="/usr/sbin")
 APACHE_MODULES = "/usr/lib/apache2/modules"
@@ -38,13 +37,20 @@ PROCESSES, THREADS = 2, 6
 START_SECONDS = 45
 
 
+def missing_express() -> str | None:
+    """Why mod_wsgi-express cannot run here (looked up as lockllm_wsgi.express does), or None."""
+    if not shutil.which("mod_wsgi-express", path=os.path.dirname(sys.executable)) and not shutil.which(
+            "mod_wsgi-express"):
+        return "mod_wsgi-express is not installed (pip install 'lockllm-wsgi[apache]')"
+    return None
+
+
 def missing_tools() -> str | None:
     """Why the Apache tests cannot run here, or None."""
     if not APACHE2:
         return "apache2 is not installed (apt-get install apache2 apache2-dev)"
-    if not shutil.which("mod_wsgi-express", path=os.path.dirname(sys.executable)) and not shutil.which(
-            "mod_wsgi-express"):
-        return "mod_wsgi is not installed (pip install 'lockllm-wsgi[apache]')"
+    if missing_express():
+        return missing_express()
     if not shutil.which("openssl"):
         return "openssl is not installed"
     return None

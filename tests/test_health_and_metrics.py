@@ -13,9 +13,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.wrappers import Response
 
-from conftest import ATTACK, write_config
 from lockllm_wsgi import create_app
 from lockllm_wsgi.config import ConfigError, load_settings
+from support.fakes import ATTACK
+from support.gateway import write_config
 
 CHAT = "/openai/v1/chat/completions"
 COMPLETION = {"id": "chatcmpl-1", "object": "chat.completion", "choices": []}
