@@ -54,6 +54,7 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (code
 # with replacement shows the model the rest (an attack behind one stray 0xFF byte), while compressed or image
 # data decodes to well under half visible characters.
 MOSTLY_TEXT = 0.75
+_SNIFF_BLOCK = 64 * 1024
 _NOT_VISIBLE = re.compile("[\ufffd\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _TAG = re.compile(r"<[^<>]*>")
 _RTF_TOKEN = re.compile(r"\\'([0-9a-fA-F]{2})|\\u(-?\d+) ?(?:\\'[0-9a-fA-F]{2}|[^\\{}])?|\\([a-zA-Z]+)(-?\d+)? ?"
@@ -124,11 +125,24 @@ def bytes_as_text(data: bytes, media_type: Any = None) -> str | None:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        text = data.decode("utf-8", "replace")
-    if split_media_type(media_type)[0].startswith(_MEDIA_PREFIXES):
+        pass
+    if split_media_type(media_type)[0].startswith(_MEDIA_PREFIXES) or not _mostly_visible(data):
         return None
-    hidden = len(_NOT_VISIBLE.findall(text))
-    return text.replace("\ufffd", "") if text and hidden <= (1 - MOSTLY_TEXT) * len(text) else None
+    return data.decode("utf-8", "replace").replace("\ufffd", "")
+
+
+def _mostly_visible(data: bytes) -> bool:
+    """Whether at least MOSTLY_TEXT of what the bytes decode to is visible, counted a block at a time (a 5 MiB
+    image is never held as one 20 MB string) and given up once the rest could not make up the share."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    hidden = total = 0
+    for start in range(0, len(data), _SNIFF_BLOCK):
+        block = decoder.decode(data[start:start + _SNIFF_BLOCK], final=start + _SNIFF_BLOCK >= len(data))
+        total += len(block)
+        hidden += len(_NOT_VISIBLE.findall(block))
+        if hidden > (1 - MOSTLY_TEXT) * (total + max(0, len(data) - start - _SNIFF_BLOCK)):
+            return False
+    return total > 0 and hidden <= (1 - MOSTLY_TEXT) * total
 
 
 def inline_text(data: bytes, media_type: Any, text_declared: bool = False) -> str | None:
