@@ -20,13 +20,14 @@ from urllib.parse import quote
 
 from .audit import AuditLog, Counters, ensure_handler, log_event, log_request
 from .body import read_body, read_json_request
-from .config import Route, Settings
+from .config import PolicySettings, Route, ScannerSettings, Settings
 from .extract import Collector, ScanUnit, UnknownShape, scan_units
 from .formats import FORMATS, WireFormat
 from .formats.openai import OpenAIFormat
 from .health import OpsEndpoints
 from .identity import client_identity
 from .metrics import Metrics
+from .overrides import request_action, request_policy, request_scanner
 from .policy import INJECTION, decide
 from .proxy_headers import blocked_message, lockllm_headers
 from .ratelimit import RateLimiter
@@ -126,27 +127,31 @@ class GatewayApp:
                           headers=(("Allow", "GET, HEAD, POST, DELETE, OPTIONS"),))
         limits = self.settings.limits
         raw, document = read_json_request(environ, limits.max_body_bytes, limits.max_json_depth)
-        self._judge(environ, fmt, path, document, record)  # raises the refusal of a blocked or unjudged request
+        self._judge(environ, route, fmt, path, document, record)  # raises the refusal of a blocked or unjudged one
         return self._relay(environ, start_response, route, fmt, path, raw, record, started)
 
-    def _judge(self, environ, fmt: WireFormat, path: str, document: dict, record: RequestRecord) -> None:
+    def _judge(self, environ, route: Route, fmt: WireFormat, path: str, document: dict,
+               record: RequestRecord) -> None:
         """Extract, scan and decide; returns when the request may be relayed (allowed, monitored, failed open)."""
-        collector = self._extract(fmt, path, document)
+        policy = request_policy(environ, route.policy or self.settings.policy, self.settings.named_policies)
+        policy = request_action(environ, policy)
+        scanner = request_scanner(environ, self.settings.scanner, policy.client_overrides)
+        collector = self._extract(fmt, path, document, policy)
         record.stream = fmt.is_stream(path, document)
         record.segments, record.non_text_parts = len(collector.segments), len(collector.non_text)
-        if collector.non_text and self.settings.policy.non_text_parts == "block":
+        if collector.non_text and policy.non_text_parts == "block":
             raise Refusal(400, "unscannable_content", f"{collector.non_text[0]} is not text and cannot be scanned; "
                           "this gateway is set to refuse images, audio and files.")
-        units = self._scan_units(collector)
-        verdicts = self._scan(units, record)
+        units = self._scan_units(collector, policy)
+        verdicts = self._scan(units, record, scanner)
         if verdicts is None:
             return  # failed open: the scanner is down and the operator chose to relay
-        role = environ.get(self.settings.policy.role_from) if self.settings.policy.role_from else None
-        decision = decide(verdicts, units, self.settings.policy, self.settings.scanner, role)
+        role = environ.get(policy.role_from) if policy.role_from else None
+        decision = decide(verdicts, units, policy, scanner, role)
         record.decision, record.score, record.threshold = decision.action, decision.score, decision.threshold
         record.trigger, record.role, record.code = decision.trigger, role, decision.code
         record.findings = sorted({code for verdict in verdicts for code in verdict.findings}) or None
-        record.proxy_headers = tuple(lockllm_headers(verdicts, decision, self.settings.scanner))
+        record.proxy_headers = tuple(lockllm_headers(verdicts, decision, scanner))
         if decision.trigger_index is None:
             return
         text = units[decision.trigger_index].segment.text
@@ -154,20 +159,25 @@ class GatewayApp:
         record.scanner_request_id = verdicts[decision.trigger_index].scanner_request_id
         record.prompt = text  # for the audit file only when log_prompts = on; never the request log
         if not decision.relay:
-            raise Refusal(self.settings.policy.block_status, decision.code or INJECTION,
+            raise Refusal(policy.block_status, decision.code or INJECTION,
                           blocked_message(decision, verdicts[decision.trigger_index]))
 
-    def _extract(self, fmt: WireFormat, path: str, document: dict) -> Collector:
+    def _extract(self, fmt: WireFormat, path: str, document: dict, policy: PolicySettings) -> Collector:
         try:
-            return fmt.extract(path, document, lenient=self.settings.policy.unknown_shapes == "scan_strings")
+            return fmt.extract(path, document, lenient=policy.unknown_shapes == "scan_strings")
         except UnknownShape as unknown:
             raise Refusal(400, "unrecognized_request", f"The gateway cannot read {unknown.where}: {unknown.what}. "
                           "It refuses what it cannot scan.") from None
 
-    def _scan_units(self, collector: Collector) -> list[ScanUnit]:
+    def _scan_units(self, collector: Collector, policy: PolicySettings) -> list[ScanUnit]:
         """The units to scan, within the request's budget; a request with nothing visible is refused, never
-        allowed unscanned (text that normalises to nothing is nothing a model reads)."""
-        units = scan_units(collector.segments)
+        allowed unscanned (text that normalises to nothing is nothing a model reads). Texts the operator vetted
+        (`allow_sha256`) are left out."""
+        segments = collector.segments
+        if policy.allow_sha256:
+            segments = [segment for segment in segments
+                        if hashlib.sha256(segment.text.encode("utf-8")).hexdigest() not in policy.allow_sha256]
+        units = scan_units(segments)
         if not units:
             raise Refusal(400, "nothing_to_scan", "The request has no text to scan; send at least one message.")
         calls = sum(len(pieces(unit.text)) for unit in units)
@@ -178,12 +188,12 @@ class GatewayApp:
                           "[limits] max_scan_units).")
         return units
 
-    def _scan(self, units: list[ScanUnit], record: RequestRecord) -> list[Verdict] | None:
+    def _scan(self, units: list[ScanUnit], record: RequestRecord, scanner: ScannerSettings) -> list[Verdict] | None:
         """The verdicts, or None when the scanner is unavailable and the fail mode is open; 503 when closed."""
         scan_started = time.monotonic()
         try:
             verdicts = self.scanner.scan([unit.text for unit in units],
-                                         deadline=scan_started + self.settings.scanner.timeout)
+                                         deadline=scan_started + self.settings.scanner.timeout, settings=scanner)
         except ScannerUnavailable as problem:
             record.scan_ms = round((time.monotonic() - scan_started) * 1000, 2)
             record.scanner_problem = str(problem)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
@@ -54,6 +54,8 @@ class Route:
     format: str
     # Keys the route's format takes (WireFormat.route_options), completed and checked by its check_route.
     options: Mapping[str, str] = field(default_factory=dict)
+    # [policy] with the keys the route section sets over it; None when it sets none.
+    policy: PolicySettings | None = None
 
 
 # --- converters: text -> value, raising ValueError with a message for people --------------------------------
@@ -90,6 +92,14 @@ _positive_int = _bounded(int, lambda value: value > 0, "a whole number above 0")
 _fraction = _bounded(float, lambda value: 0.0 <= value <= 1.0, "a score from 0 to 1")
 _block_status = _bounded(int, lambda value: 400 <= value <= 499, "a 4xx status")
 _rate = _bounded(float, lambda value: value >= 0, "0 (off) or a number of requests above 0")
+
+
+def _digests(text: str) -> frozenset[str]:
+    values = frozenset(text.replace(",", " ").lower().split())
+    bad = [value for value in values if not re.fullmatch(r"[0-9a-f]{64}", value)]
+    if bad:
+        raise ValueError(f"must be SHA-256 hex digests (64 hex digits each), not {bad[0][:70]!r}")
+    return values
 
 
 def _optional_fraction(text: str) -> float | None:
@@ -231,6 +241,12 @@ class PolicySettings:
     role_from: str = setting("", _environ_key)  # empty: every caller is judged by `threshold`
     non_text_parts: str = setting("allow", _one_of("allow", "block"))
     unknown_shapes: str = setting("refuse", _one_of("refuse", "scan_strings"))
+    # SHA-256 hex digests of vetted texts (a company's own long system prompt) that are not judged; every other
+    # text of the request still is. The audit file records the digest of every text that triggered a block.
+    allow_sha256: frozenset[str] = setting(frozenset(), _digests)
+    # How far a client's X-LockLLM-* request headers (an app built on LockLLM's SDK) may change the scan: `none`,
+    # `tighten` (raise sensitivity, turn a check on or to block, never loosen what the operator set) or `any`.
+    client_overrides: str = setting("tighten", _one_of("none", "tighten", "any"))
     # Read from the [thresholds] section, one key per role, each a score from 0 to 1.
     thresholds: Mapping[str, float] = field(default_factory=dict)
 
@@ -299,6 +315,9 @@ class Settings:
     ops: OpsSettings = OpsSettings()
     metrics: MetricsSettings = MetricsSettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
+    # [policy:NAME] sections: the [policy] keys each sets, applied over the route's policy for a request whose
+    # WSGI environ names it in LOCKLLM_POLICY (SetEnv in Apache; a client cannot set the environ).
+    named_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "<defaults>"
 
 
@@ -366,6 +385,8 @@ def _known_sections() -> tuple[str, ...]:
 _KNOWN_SECTIONS = _known_sections()
 
 
+# Any [policy] key may also be set in a [route:NAME] or a [policy:NAME] section.
+_POLICY_KEYS = setting_keys(PolicySettings)
 # Every option some format takes; a route may set only its own format's (checked in _route).
 _ROUTE_OPTIONS = {key: convert for fmt in FORMATS.values() for key, convert in fmt.route_options.items()}
 
@@ -399,8 +420,9 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
     reader = _Reader(parser, path)
 
     for name in parser.sections():
-        if name not in _KNOWN_SECTIONS and not name.startswith("route:"):
-            raise reader.fail(name, None, f"is not a known section (known: {', '.join(_KNOWN_SECTIONS)}, route:NAME)")
+        if name not in _KNOWN_SECTIONS and not name.startswith(("route:", "policy:")):
+            raise reader.fail(name, None, f"is not a known section (known: {', '.join(_KNOWN_SECTIONS)}, route:NAME, "
+                              "policy:NAME)")
 
     scanner_values = reader.section("scanner", setting_keys(ScannerSettings))
     if environ.get("LOCKLLM_API_KEY"):
@@ -427,7 +449,8 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
     for name in parser.sections():
         if not name.startswith("route:"):
             continue
-        values = reader.section(name, {**_ROUTE_KEYS, **_ROUTE_OPTIONS})
+        values = reader.section(name, {**_ROUTE_KEYS, **_ROUTE_OPTIONS, **_POLICY_KEYS})
+        route_policy = {key: values.pop(key) for key in list(values) if key in _POLICY_KEYS}
         preset = values.pop("preset", None)
         if preset is not None:
             if values.setdefault("format", "openai") != "openai":
@@ -436,13 +459,17 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
         for required in ("upstream", "format"):
             if required not in values:
                 raise reader.fail(name, required, "is required")
-        routes.append(_route(reader, name, values))
+        route = _route(reader, name, values)
+        routes.append(replace(route, policy=replace(policy, **route_policy)) if route_policy else route)
     if not routes:
         raise ConfigError(f"{path}: no [route:NAME] section: name at least one upstream, e.g. [route:openai]")
     prefixes = [route.prefix for route in routes]
     duplicated = {prefix for prefix in prefixes if prefixes.count(prefix) > 1}
     if duplicated:
         raise ConfigError(f"{path}: two routes share the prefix {sorted(duplicated)[0]!r}")
+
+    named_policies = {name[len("policy:"):]: reader.section(name, _POLICY_KEYS)
+                      for name in parser.sections() if name.startswith("policy:")}
 
     ratelimit = reader.settings("ratelimit", RateLimitSettings)
     if ratelimit.enabled and not ratelimit.store:
@@ -460,5 +487,6 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
         ops=reader.settings("ops", OpsSettings),
         metrics=reader.settings("metrics", MetricsSettings),
         ratelimit=ratelimit,
+        named_policies=named_policies,
         source=path,
     )

@@ -108,8 +108,7 @@ class LockLLMScanner:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.trust_env = False  # ambient proxy variables must not reroute prompt text
-        self._headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json",
-                         **scan_headers(settings)}
+        self._headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockllm-scan")
         self._stats_lock = threading.Lock()
         self.retries_total = 0
@@ -118,10 +117,15 @@ class LockLLMScanner:
         self._memo: OrderedDict[bytes, tuple[float, Verdict]] | None = OrderedDict() if settings.cache_path else None
         self._memo_lock = threading.Lock()
 
-    def _recall(self, text: str) -> Verdict | None:
+    @staticmethod
+    def _memo_key(text: str, asked: dict[str, str]) -> bytes:
+        """The text's hash with what LockLLM was asked to check: other checks, another verdict."""
+        return hashlib.sha256(text.encode() + b"\0" + repr(sorted(asked.items())).encode()).digest()
+
+    def _recall(self, text: str, asked: dict[str, str]) -> Verdict | None:
         if self._memo is None:
             return None
-        key = hashlib.sha256(text.encode()).digest()
+        key = self._memo_key(text, asked)
         with self._memo_lock:
             entry = self._memo.get(key)
             if entry is None:
@@ -132,33 +136,35 @@ class LockLLMScanner:
             self._memo.move_to_end(key)
             return entry[1]
 
-    def _remember(self, text: str, verdict: Verdict, expires: datetime | None) -> None:
+    def _remember(self, text: str, asked: dict[str, str], verdict: Verdict, expires: datetime | None) -> None:
         if self._memo is None:
             return
         ttl = float(self.settings.cache_ttl)
         if expires is not None:  # a verdict read from SQLite lives no longer than its stored entry
             ttl = min(ttl, (expires.replace(tzinfo=expires.tzinfo or timezone.utc)
                             - datetime.now(timezone.utc)).total_seconds())
-        key = hashlib.sha256(text.encode()).digest()
+        key = self._memo_key(text, asked)
         with self._memo_lock:
             self._memo[key] = (time.monotonic() + ttl, replace(verdict, cached=True))
             self._memo.move_to_end(key)
             while len(self._memo) > DEFAULT_MEMO_ENTRIES:
                 self._memo.popitem(last=False)
 
-    def _submit(self, piece: str, deadline: float) -> Future:
-        remembered = self._recall(piece)
+    def _submit(self, piece: str, deadline: float, asked: dict[str, str]) -> Future:
+        remembered = self._recall(piece, asked)
         if remembered is None:
-            return self._pool.submit(self._scan_piece, piece, deadline)
+            return self._pool.submit(self._scan_piece, piece, deadline, asked)
         done: Future = Future()
         done.set_result(remembered)
         return done
 
-    def scan(self, texts: Sequence[str], deadline: float) -> list[Verdict]:
-        """One verdict per text, in order; raises ScannerUnavailable if any text cannot be judged in time."""
+    def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None) -> list[Verdict]:
+        """One verdict per text, in order; raises ScannerUnavailable if any text cannot be judged in time.
+        `settings` are this request's, when a client's X-LockLLM-* headers changed what LockLLM checks."""
+        asked = scan_headers(settings or self.settings)
         # A text repeated within the request (a resent tool result, the same file twice) is scanned once.
         submitted: dict[str, Future] = {}
-        jobs = [[submitted.get(piece) or submitted.setdefault(piece, self._submit(piece, deadline))
+        jobs = [[submitted.get(piece) or submitted.setdefault(piece, self._submit(piece, deadline, asked))
                  for piece in pieces(text)] for text in texts]
         futures = list(submitted.values())
         fresh = sum(not future.done() for future in futures)
@@ -178,8 +184,9 @@ class LockLLMScanner:
             raise ScannerUnavailable(f"scan failed: {type(failure).__name__}") from failure
         return [Verdict.worst([future.result() for future in job]) for job in jobs]
 
-    def _scan_piece(self, text: str, deadline: float) -> Verdict:
-        payload = {"input": text, "sensitivity": self.settings.sensitivity}
+    def _scan_piece(self, text: str, deadline: float, asked: dict[str, str]) -> Verdict:
+        payload = {"input": text, "sensitivity": asked["X-LockLLM-Sensitivity"]}
+        headers = {**self._headers, **asked}
         problem, status = "not attempted", 0
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - time.monotonic()
@@ -191,7 +198,7 @@ class LockLLMScanner:
             wait_before_retry = 0.0
             try:
                 response = self.session.post(
-                    self.settings.url, json=payload, headers=self._headers, timeout=(remaining, remaining),
+                    self.settings.url, json=payload, headers=headers, timeout=(remaining, remaining),
                     allow_redirects=False,
                 )
             except requests.RequestException as error:
@@ -206,7 +213,7 @@ class LockLLMScanner:
                         verdict = parse_verdict(data)
                         self.account_problem = None
                         cached = bool(getattr(response, "from_cache", False))
-                        self._remember(text, verdict, getattr(response, "expires", None) if cached else None)
+                        self._remember(text, asked, verdict, getattr(response, "expires", None) if cached else None)
                         return replace(verdict, cached=cached)
                     status = response.status_code
                     blocked = parse_block(status, _json_or_none(response))
@@ -272,7 +279,7 @@ class OfflineScanner:
         )
         self.retries_total = 0
 
-    def scan(self, texts: Sequence[str], deadline: float) -> list[Verdict]:
+    def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None) -> list[Verdict]:
         verdicts = []
         for text in texts:
             detection = self.detector.detect(text)

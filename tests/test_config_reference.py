@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from lockllm_wsgi.config import ConfigError, PolicySettings, load_settings
+from lockllm_wsgi.config import ConfigError, PolicySettings, load_settings, setting_keys
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 ROUTE = "[route:main]\nupstream = https://api.openai.com\nformat = openai\n"
 # What must be set before a key documented as "required with ..." is required.
 REQUIRED_WHEN = {("ratelimit", "store"): "[ratelimit]\nrequests_per_minute = 60\n"}
-REQUIRED, ROLE = "required", "*role*"
+REQUIRED, ROLE, POLICY = "required", "*role*", "any `[policy]` key"
+# Sections that take every [policy] key besides their own, documented as one row "any `[policy]` key".
+WITH_POLICY_KEYS = ("route:NAME", "policy:NAME")
 
 
 class Conditional:
@@ -55,7 +57,7 @@ def reference() -> dict[tuple[str, str], object]:
         section_cell, key_cell, default_cell, _meaning = (cell.strip() for cell in row.strip().strip("|").split("|"))
         if section_cell:
             section = re.fullmatch(r"`\[([^\]]+)\]`", section_cell).group(1)
-        keys = [ROLE] if key_cell == ROLE else re.findall(r"`([^`]+)`", key_cell)
+        keys = [key_cell] if key_cell in (ROLE, POLICY) else re.findall(r"`([^`]+)`", key_cell)
         assert keys and section, row
         default = documented_default(default_cell)
         if len(keys) > 1:  # one row for several keys: `a`, `b` | `1`, `2`
@@ -91,7 +93,8 @@ def code_settings(tmp_path) -> set[tuple[str, str]]:
             continue
         text = ROUTE + "no_such_key = 1\n" if section == "route:NAME" else ROUTE + f"[{section}]\nno_such_key = 1\n"
         for key in known(tmp_path, text):
-            found.add((section, key))
+            policy_key = section in WITH_POLICY_KEYS and key in setting_keys(PolicySettings)
+            found.add((section, POLICY if policy_key else key))
     return found
 
 
@@ -101,7 +104,7 @@ def shown(value: object) -> str | None:
         return "on" if value else "off"
     if isinstance(value, float):
         return f"{value:g}"
-    if value in ("", (), {}, None):
+    if value in ("", (), {}, frozenset(), None):
         return None
     return str(value)
 
@@ -117,8 +120,8 @@ def test_the_reference_gives_the_code_defaults(tmp_path):
     with_key = load_settings(write(tmp_path, ROUTE), environ={"LOCKLLM_API_KEY": "llm-key"})
     wrong = []
     for (section, key), default in reference().items():
-        if section == "thresholds" or default == REQUIRED:
-            continue  # no default: see the test below
+        if section == "thresholds" or default == REQUIRED or key == POLICY:
+            continue  # no default (see the test below), or the [policy] defaults again
         if section == "route:NAME":
             holder, holder_with_key = settings.routes[0], with_key.routes[0]
         else:

@@ -16,7 +16,7 @@ LAYERS = [
     {"extract", "body"},
     {"formats"},
     {"config"},
-    {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy"},
+    {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides"},
     {"health", "scan", "proxy_headers"},
     {"app", "apache_config", "express"},
     {"cli", "__init__", "wsgi"},

@@ -165,7 +165,7 @@ def test_client_lockllm_headers_never_reach_the_provider(make_gateway, lockllm, 
     assert not [name for name in received.headers.keys() if name.lower().startswith("x-lockllm")]
     assert "llm-client-secret" not in json.dumps(scans(lockllm))
     metadata = parse_proxy_metadata(dict(raw.headers))
-    assert metadata.scanned and metadata.safe and metadata.sensitivity == "medium"
+    assert metadata.scanned and metadata.safe and metadata.sensitivity == "high"  # raised: a tightening override
 
 
 def test_role_names_keep_their_case(make_gateway, lockllm, provider):
@@ -181,3 +181,58 @@ def test_findings_are_cached_without_the_text_they_quote(make_gateway, lockllm, 
     stored = (tmp_path / "v.sqlite").read_bytes() + (tmp_path / "v.sqlite-wal").read_bytes()
     assert b"No break-ins" in stored and b"credit_card" in stored  # the findings are kept...
     assert POLICY_TEXT.encode() not in stored and b"[CARD]" not in stored  # ...not the prompt they quote
+
+
+@pytest.mark.parametrize("overrides, sent, expected", [
+    pytest.param("tighten", {"sensitivity": "high", "pii_action": "block"}, ("high", "allow_with_warning"),
+                 id="tighten-raises"),
+    pytest.param("tighten", {"sensitivity": "low"}, ("medium", None), id="tighten-never-loosens"),
+    pytest.param("none", {"sensitivity": "high", "pii_action": "block"}, ("medium", None), id="none-ignores"),
+    pytest.param("any", {"sensitivity": "low"}, ("low", None), id="any-takes-them"),
+])
+def test_client_overrides_go_as_far_as_the_operator_allows(make_gateway, lockllm, overrides, sent, expected):
+    gateway = make_gateway(f"[policy]\nclient_overrides = {overrides}\n")
+    chat(gateway, "hello", build_lockllm_headers(ProxyOptions(**sent)))
+    (scan, _), = lockllm.log
+    assert (json.loads(scan.get_data())["sensitivity"], scan.headers.get("X-LockLLM-PII-Action")) == expected
+
+
+def test_a_client_can_tighten_a_policy_check_to_block(make_gateway, lockllm, provider):
+    gateway = make_gateway(scanner_extra="pii_action = allow_with_warning")
+    with pytest.raises(openai.APIStatusError) as caught:
+        chat(gateway, PII_TEXT, build_lockllm_headers(ProxyOptions(pii_action="block")))
+    assert caught.value.code == "pii_detected" and provider.log == []
+
+
+def test_named_and_route_policies(make_gateway, lockllm, provider):
+    """[route:NAME] may set any [policy] key; [policy:NAME] is chosen by the environ (SetEnv), never a header."""
+    gateway = make_gateway("[policy:lenient]\nthreshold = 0.9\n", routes={"anthropic": "threshold = 0.7"})
+    app = gateway.app
+    from werkzeug.test import Client
+
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": BORDERLINE}]})
+    plain = Client(app).post("/openai/v1/chat/completions", data=body, content_type="application/json")
+    assert plain.status_code == 400  # [policy]: LockLLM's safe decides
+    named = Client(app).post("/openai/v1/chat/completions", data=body, content_type="application/json",
+                             environ_overrides={"LOCKLLM_POLICY": "lenient"})
+    assert named.status_code == 200  # 60 % < 0.9
+    spoofed = Client(app).post("/openai/v1/chat/completions", data=body, content_type="application/json",
+                               headers={"LOCKLLM-POLICY": "lenient", "X-LockLLM-Policy": "lenient"})
+    assert spoofed.status_code == 400
+    unknown = Client(app).post("/openai/v1/chat/completions", data=body, content_type="application/json",
+                               environ_overrides={"LOCKLLM_POLICY": "nosuch"})
+    assert unknown.status_code == 500 and b"gateway_misconfigured" in unknown.get_data()
+    assert gateway.settings.routes[0].policy.threshold == 0.7 or gateway.settings.routes[1].policy.threshold == 0.7
+
+
+def test_vetted_texts_are_not_judged(make_gateway, lockllm, provider):
+    """A company's own long system prompt, vetted once: left out; every other text still judged."""
+    import hashlib
+
+    digest = hashlib.sha256(BORDERLINE.encode()).hexdigest()
+    gateway = make_gateway(f"[policy]\nallow_sha256 = {digest}\n")
+    client = openai.OpenAI(base_url=f"{gateway.url}/openai/v1", api_key="sk-test", max_retries=0, timeout=10)
+    client.chat.completions.create(model="m", messages=[{"role": "system", "content": BORDERLINE},
+                                                        {"role": "user", "content": "hello"}])
+    assert [scan["input"] for scan in scans(lockllm)] == ["hello"]
+    assert len(provider.log) == 1
