@@ -33,6 +33,7 @@ from .proxy_headers import blocked_message, lockllm_headers
 from .ratelimit import RateLimiter
 from .refusal import Refusal
 from .record import RequestRecord
+from .redact import strip_pii
 from .relay import Relay, UpstreamError, request_headers
 from .scan import make_scanner, pieces
 from .verdict import ScannerUnavailable, Verdict
@@ -127,12 +128,15 @@ class GatewayApp:
                           headers=(("Allow", "GET, HEAD, POST, DELETE, OPTIONS"),))
         limits = self.settings.limits
         raw, document = read_json_request(environ, limits.max_body_bytes, limits.max_json_depth)
-        self._judge(environ, route, fmt, path, document, record)  # raises the refusal of a blocked or unjudged one
-        return self._relay(environ, start_response, route, fmt, path, raw, record, started)
+        # The refusal of a blocked or unjudged request is raised; a body with personal data stripped is returned.
+        stripped = self._judge(environ, route, fmt, path, document, record, started)
+        return self._relay(environ, start_response, route, fmt, path, stripped or raw, record, started,
+                           rewritten=stripped is not None)
 
-    def _judge(self, environ, route: Route, fmt: WireFormat, path: str, document: dict,
-               record: RequestRecord) -> None:
-        """Extract, scan and decide; returns when the request may be relayed (allowed, monitored, failed open)."""
+    def _judge(self, environ, route: Route, fmt: WireFormat, path: str, document: dict, record: RequestRecord,
+               started: float) -> bytes | None:
+        """Extract, scan and decide; returns when the request may be relayed (allowed, monitored, failed open),
+        with the new body when personal data was stripped from it."""
         policy = request_policy(environ, route.policy or self.settings.policy, self.settings.named_policies)
         policy = request_action(environ, policy)
         scanner = request_scanner(environ, self.settings.scanner, policy.client_overrides)
@@ -145,22 +149,41 @@ class GatewayApp:
         units = self._scan_units(collector, policy)
         verdicts = self._scan(units, record, scanner)
         if verdicts is None:
-            return  # failed open: the scanner is down and the operator chose to relay
+            return None  # failed open: the scanner is down and the operator chose to relay
         role = environ.get(policy.role_from) if policy.role_from else None
         decision = decide(verdicts, units, policy, scanner, role)
         record.decision, record.score, record.threshold = decision.action, decision.score, decision.threshold
         record.trigger, record.role, record.code = decision.trigger, role, decision.code
         record.findings = sorted({code for verdict in verdicts for code in verdict.findings}) or None
         record.proxy_headers = tuple(lockllm_headers(verdicts, decision, scanner))
-        if decision.trigger_index is None:
-            return
-        text = units[decision.trigger_index].segment.text
-        record.prompt_sha256, record.prompt_chars = hashlib.sha256(text.encode("utf-8")).hexdigest(), len(text)
-        record.scanner_request_id = verdicts[decision.trigger_index].scanner_request_id
-        record.prompt = text  # for the audit file only when log_prompts = on; never the request log
-        if not decision.relay:
-            raise Refusal(policy.block_status, decision.code or INJECTION,
-                          blocked_message(decision, verdicts[decision.trigger_index]))
+        if decision.trigger_index is not None:
+            text = units[decision.trigger_index].segment.text
+            record.prompt_sha256, record.prompt_chars = hashlib.sha256(text.encode("utf-8")).hexdigest(), len(text)
+            record.scanner_request_id = verdicts[decision.trigger_index].scanner_request_id
+            record.prompt = text  # for the audit file only when log_prompts = on; never the request log
+            if not decision.relay:
+                raise Refusal(policy.block_status, decision.code or INJECTION,
+                              blocked_message(decision, verdicts[decision.trigger_index]))
+        if scanner.pii_action != "strip":
+            return None
+        return self._strip(document, units, verdicts, scanner, record, started)
+
+    def _strip(self, document: dict, units: list[ScanUnit], verdicts: list[Verdict], scanner: ScannerSettings,
+               record: RequestRecord, started: float) -> bytes | None:
+        """The body with LockLLM's redacted text in place of each text it found personal data in; None if none."""
+        segments = list({id(unit.segment): unit.segment for unit, verdict in zip(units, verdicts)
+                         if verdict.pii_detected}.values())
+        if not segments:
+            return None
+        deadline = started + self.settings.scanner.timeout * 2  # the scan's budget, and as much again to strip
+        try:
+            redactions = [(segment, self.scanner.redact(segment.text, deadline, scanner)) for segment in segments]
+        except ScannerUnavailable as problem:
+            record.scanner_problem = str(problem)
+            raise Refusal(503, "scanner_unavailable", "The personal data in this request could not be stripped, so "
+                          "it was not sent; try again shortly.") from None
+        record.pii_stripped = len(redactions)
+        return strip_pii(document, redactions)
 
     def _extract(self, fmt: WireFormat, path: str, document: dict, policy: PolicySettings) -> Collector:
         try:
@@ -213,11 +236,14 @@ class GatewayApp:
         return verdicts
 
     def _relay(self, environ, start_response, route: Route, fmt: WireFormat, path: str, body: bytes,
-               record: RequestRecord, started: float) -> Iterable[bytes]:
+               record: RequestRecord, started: float, rewritten: bool = False) -> Iterable[bytes]:
         query = environ.get("QUERY_STRING", "")
         url = route.upstream + quote(path, safe=_PATH_SAFE) + (f"?{query}" if query else "")
+        headers = request_headers(environ)
+        if rewritten:  # a stripped body is plain JSON, whatever the client's encoding was
+            headers.pop("Content-Encoding", None)
         # The format may re-sign for the upstream (Bedrock's SigV4); a client's own signature never passes.
-        headers = fmt.upstream_headers(route.options, record.method, url, request_headers(environ), body)
+        headers = fmt.upstream_headers(route.options, record.method, url, headers, body)
         upstream_started = time.monotonic()
         try:
             status, reason, headers_out, upstream_body = self.relay.send(record.method, url, headers, body)

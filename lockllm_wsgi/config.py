@@ -219,7 +219,8 @@ class ScannerSettings:
     # audit file and response headers, or (off) not ask LockLLM for that check at all.
     policy_action: str = setting("block", _one_of("block", "allow_with_warning", "off"))
     abuse_action: str = setting("off", _one_of("block", "allow_with_warning", "off"))
-    pii_action: str = setting("off", _one_of("block", "allow_with_warning", "off"))
+    # `strip`: the provider receives LockLLM's redacted text in place of each text with personal data (redact.py).
+    pii_action: str = setting("off", _one_of("block", "strip", "allow_with_warning", "off"))
     # LockLLM's own chunking of long inputs: on, off, or empty to leave it to LockLLM.
     chunk: str = setting("", _one_of("on", "off", ""))
     offline_signals: tuple[str, ...] = setting((), _signals)

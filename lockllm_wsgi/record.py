@@ -42,7 +42,8 @@ class RequestRecord:
     scanner_request_id: str | None = None
     # The text that triggered a block: kept in the audit file only with `[audit] log_prompts = on`, never logged.
     prompt: str | None = None
-    findings: list[str] | None = None  # LockLLM's findings besides injection, blocking or allowed with a warning
+    findings: list[str] | None = None
+    pii_stripped: int | None = None  # texts relayed with LockLLM's redacted text in place (pii_action = strip)  # LockLLM's findings besides injection, blocking or allowed with a warning
     # LockLLM Proxy Mode's response headers for this request's verdict (proxy_headers.py); sent, not logged.
     proxy_headers: tuple[tuple[str, str], ...] = ()
     upstream_ms: float | None = None

@@ -57,7 +57,7 @@ def scan_headers(settings: ScannerSettings) -> dict[str, str]:
     headers = {"X-LockLLM-Scan-Mode": settings.scan_mode, "X-LockLLM-Scan-Action": _ASKED_ACTION,
                "X-LockLLM-Sensitivity": settings.sensitivity}
     for name, action in (("Policy", settings.policy_action), ("Abuse", settings.abuse_action),
-                         ("PII", settings.pii_action)):
+                         ("PII", settings.pii_action)):  # strip too: the redacted text is asked for apart
         if action != "off":
             headers[f"X-LockLLM-{name}-Action"] = _ASKED_ACTION
     if settings.chunk:
@@ -109,6 +109,9 @@ class LockLLMScanner:
         self.session.mount("http://", adapter)
         self.session.trust_env = False  # ambient proxy variables must not reroute prompt text
         self._headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"}
+        # Redaction calls answer with the prompt's redacted text: never through the cache.
+        self._plain = requests.Session()
+        self._plain.trust_env = False
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockllm-scan")
         self._stats_lock = threading.Lock()
         self.retries_total = 0
@@ -239,12 +242,31 @@ class LockLLMScanner:
         # flood must not turn the next requests into fail-opens.
         raise ScannerUnavailable(problem, caused_by_request=status == 429)
 
+    def redact(self, text: str, deadline: float, settings: ScannerSettings | None = None) -> str:
+        """LockLLM's `redacted_input` for one text (pii_action = strip): asked outside the verdict cache, which never
+        keeps text; ScannerUnavailable when LockLLM does not give one in time."""
+        headers = {**self._headers, **scan_headers(settings or self.settings), "X-LockLLM-PII-Action": "strip"}
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ScannerUnavailable("no time left to strip personal data")
+        try:
+            with self._plain.post(self.settings.url, json={"input": text, "sensitivity": headers[
+                    "X-LockLLM-Sensitivity"]}, headers=headers, timeout=(remaining, remaining),
+                    allow_redirects=False) as response:
+                redacted = (_json_or_none(response) or {}).get("pii_result", {}).get("redacted_input")
+        except (requests.RequestException, AttributeError) as error:
+            raise ScannerUnavailable(f"stripping personal data failed: {type(error).__name__}") from None
+        if not isinstance(redacted, str):
+            raise ScannerUnavailable("scanner gave no redacted input to strip personal data with")
+        return redacted
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the verdicts scanned so far are in the shared cache; False if `timeout` passed first."""
         return self.writer.flush(timeout) if self.writer is not None else True
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._plain.close()
         if self.writer is not None:
             self.writer.close()
         self.session.close()

@@ -14,6 +14,7 @@ PACKAGE = Path(lockllm_wsgi.__file__).parent
 LAYERS = [
     {"refusal", "verdict", "normalize", "presets", "stores", "identity", "record", "files", "offline"},
     {"extract", "body"},
+    {"redact"},
     {"formats"},
     {"config"},
     {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides"},

@@ -236,3 +236,37 @@ def test_vetted_texts_are_not_judged(make_gateway, lockllm, provider):
                                                         {"role": "user", "content": "hello"}])
     assert [scan["input"] for scan in scans(lockllm)] == ["hello"]
     assert len(provider.log) == 1
+
+
+def test_pii_strip_relays_lockllms_redacted_text_in_the_requests_own_structure(make_gateway, lockllm, provider,
+                                                                              tmp_path):
+    import gzip
+
+    gateway = make_gateway(f"[audit]\npath = {tmp_path}/audit.jsonl\n", scanner_extra="pii_action = strip")
+    body = {"model": "m", "messages": [{"role": "system", "content": "be kind"},
+                                       {"role": "user", "content": [{"type": "text", "text": PII_TEXT}]}]}
+    from werkzeug.test import Client
+
+    response = Client(gateway.app).post("/openai/v1/chat/completions", data=gzip.compress(json.dumps(body).encode()),
+                                        content_type="application/json", headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 200
+    response.close()  # the request's log line and audit record are written when its answer is closed
+    (received, _), = provider.log
+    assert "Content-Encoding" not in received.headers  # the rewritten body is plain JSON
+    sent = json.loads(received.get_data())
+    assert sent["messages"][1]["content"][0]["text"] == PII_TEXT.replace("4111 1111 1111 1111", "[CARD]")
+    assert sent["messages"][0] == body["messages"][0]
+    (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert record["pii_stripped"] == 1 and record["decision"] == "allow"
+
+
+def test_pii_that_cannot_be_written_back_is_refused(make_gateway, lockllm, provider):
+    import base64
+
+    gateway = make_gateway(scanner_extra="pii_action = strip")
+    data = base64.b64encode(PII_TEXT.encode()).decode()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client = openai.OpenAI(base_url=f"{gateway.url}/openai/v1", api_key="sk", max_retries=0, timeout=10)
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": [
+            {"type": "file", "file": {"filename": "a.txt", "file_data": f"data:text/plain;base64,{data}"}}]}])
+    assert caught.value.code == "pii_detected" and provider.log == []
