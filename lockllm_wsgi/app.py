@@ -68,7 +68,8 @@ class GatewayApp:
         self.counters = Counters()
         self.audit = AuditLog(settings.audit)
         self.metrics = Metrics(settings.metrics)
-        self.ops = OpsEndpoints(settings, self.metrics, lambda: getattr(self.scanner, "account_problem", None))
+        self.ops = OpsEndpoints(settings, self.metrics, lambda: getattr(self.scanner, "account_problem", None),
+                                self.scanner)
         self.limiter = RateLimiter(settings.ratelimit) if settings.ratelimit.enabled else None
         ensure_handler()
         log_event("start", config=settings.source, scanner=settings.scanner.backend,

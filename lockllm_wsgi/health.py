@@ -4,21 +4,21 @@ They are answered before routing, so no path under them is ever relayed to a pro
 They carry no secrets, but they do tell who uses the gateway how much: restrict them in Apache (see
 docs/operations.md, `<Location /metrics> Require ip 10.0.0.0/8`)::
 
-    endpoints = OpsEndpoints(settings, metrics)
+    endpoints = OpsEndpoints(settings, metrics, scanner=scanner)
     response = endpoints(environ, start_response)  # None when the path is not an operator endpoint
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 from urllib.parse import urlsplit
 
 import requests
 
 from .config import Settings
 from .metrics import Metrics
-from .verdict_cache import cache_problem
+from .verdict_cache import cache_problem, unused_cache
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -42,12 +42,35 @@ def scanner_problem(settings: Settings, timeout: float = DEFAULT_READY_TIMEOUT_S
     return None
 
 
+def cache_check(settings: Settings, scanner: object = None) -> tuple[str, Optional[str]]:
+    """What /readyz says of the verdict cache this process actually uses, and the problem (None when there is none).
+
+    The offline scanner caches nothing, so a cache it does not use is no reason to be unready; a cache the scan
+    client could not open at start-up is one, though scans still work: the process pays a live scan for every
+    text until it is restarted. Otherwise the file (or Redis) is checked live."""
+    if settings.scanner.cache == "off":
+        return "off", None
+    if settings.scanner.backend != "lockllm":
+        return "not used: the offline scanner needs no cache", None
+    unused = unused_cache(getattr(scanner, "session", None))
+    if unused is not None:
+        problem = f"not in use: {unused}; this process scans without a cache until it restarts"
+    else:
+        problem = cache_problem(settings.scanner)
+    return problem or "ok", problem
+
+
 class OpsEndpoints:
-    def __init__(self, settings: Settings, metrics: Metrics, account_problem: Callable[[], str | None] = lambda: None):
+    def __init__(self, settings: Settings, metrics: Metrics, account_problem: Callable[[], str | None] = lambda: None,
+                 scanner: object = None):
+        """`scanner` is the app's scan client: /readyz and the metrics report the cache it actually uses."""
         self.settings = settings
         self.metrics = metrics
         # The scan client's last word on the gateway's key or credit: reachable is not enough to be ready.
         self.account_problem = account_problem
+        self.scanner = scanner
+        if settings.scanner.cache != "off" and settings.scanner.backend == "lockllm" and scanner is not None:
+            metrics.cache_in_use(unused_cache(getattr(scanner, "session", None)) is None)
         self._answers: dict[str, Callable[[], tuple[str, str, bytes]]] = {
             settings.ops.healthz_path: self._healthz,
             settings.ops.readyz_path: self._readyz,
@@ -72,10 +95,10 @@ class OpsEndpoints:
 
     def _readyz(self) -> tuple[str, str, bytes]:
         # The configuration was loaded and validated when the app was built; the rest is checked live.
-        problems = {"cache": cache_problem(self.settings.scanner),
-                    "scanner": scanner_problem(self.settings) or self.account_problem()}
-        checks = {"config": "ok", **{name: problem or "ok" for name, problem in problems.items()}}
-        ready = not any(problems.values())
+        cache, cache_trouble = cache_check(self.settings, self.scanner)
+        scanner = scanner_problem(self.settings) or self.account_problem()
+        checks = {"config": "ok", "cache": cache, "scanner": scanner or "ok"}
+        ready = cache_trouble is None and scanner is None
         body = json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}).encode() + b"\n"
         return ("200 OK" if ready else "503 Service Unavailable"), "application/json", body
 

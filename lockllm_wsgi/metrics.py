@@ -11,6 +11,7 @@ which is why this module imports it only after setting PROMETHEUS_MULTIPROC_DIR:
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
@@ -37,6 +38,17 @@ def _enable_multiprocess(folder: str) -> None:
     os.environ[_MULTIPROC_VARIABLE] = folder
 
 
+def _mark_dead(folder: str) -> None:
+    """Drop this process's live gauges (lockllm_scan_cache_in_use) when it exits, so a replaced daemon process
+    does not report for ever; its counters stay, as prometheus_client's multiprocess mode keeps them."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    try:
+        mark_process_dead(os.getpid(), folder)
+    except OSError:
+        pass
+
+
 class Metrics:
     """The gateway's metrics, in their own registry (one per app, so several apps in a process do not clash)."""
 
@@ -44,6 +56,7 @@ class Metrics:
         self.multiprocess_dir = settings.multiprocess_dir
         if self.multiprocess_dir:
             _enable_multiprocess(self.multiprocess_dir)
+            atexit.register(_mark_dead, self.multiprocess_dir)
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
@@ -60,6 +73,16 @@ class Metrics:
                                registry=self.registry)
         self._retries_lock = threading.Lock()
         self._retries_seen = 0
+
+    def cache_in_use(self, in_use: bool) -> None:
+        """Say whether this process's scans go through the configured verdict cache (0: it could not be opened at
+        start-up, every text is scanned live). The lowest value of the live processes is reported."""
+        from prometheus_client import Gauge
+
+        gauge = Gauge("lockllm_scan_cache_in_use", "1 when this process's scans go through the configured verdict "
+                      "cache, 0 when it could not be opened (scanning without it)", registry=self.registry,
+                      multiprocess_mode="livemin")
+        gauge.set(1 if in_use else 0)
 
     def observe(self, record: RequestRecord, retries_total: int | None = None) -> None:
         """Count one finished request from its record (the same facts the request log line carries)."""

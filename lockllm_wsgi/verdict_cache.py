@@ -15,8 +15,10 @@ import hashlib
 import json
 import logging
 import queue
+import random
 import sqlite3
 import threading
+import time
 from typing import Callable
 
 import requests
@@ -53,6 +55,11 @@ REDIS_NAMESPACE = "lockllm_wsgi:verdicts"
 # Verdicts waiting for the background writer. Storing one costs 0.3-0.5 ms (cattrs, JSON, an SQLite write), so it
 # happens after the answer; when this many are waiting the newest is dropped (a later miss, never a wrong verdict).
 DEFAULT_WRITE_QUEUE = 256
+# Daemon processes that open a new cache file at the same moment race to switch it to WAL, and SQLite answers
+# "database is locked" to the losers at once (the busy timeout does not apply): each tries again this many times,
+# after OPEN_BACKOFF_SECONDS doubled per attempt and jittered, a few seconds at worst, once per process start.
+DEFAULT_OPEN_ATTEMPTS = 6
+OPEN_BACKOFF_SECONDS = 0.05
 
 
 class BackgroundWriter:
@@ -187,8 +194,9 @@ def _is_usable_verdict(response: requests.Response) -> bool:
     return True
 
 
-def open_backend(settings: ScannerSettings) -> BaseCache:
-    """The storage named by `[scanner] cache`, with the scrubbing serializer; raises OSError or sqlite3.Error."""
+def open_backend(settings: ScannerSettings, attempts: int = DEFAULT_OPEN_ATTEMPTS) -> BaseCache:
+    """The storage named by `[scanner] cache`, with the scrubbing serializer; raises OSError or sqlite3.Error once
+    `attempts` tries have met a lock held by another process."""
     if is_redis(settings.cache):
         backend = ForgivingRedisCache(REDIS_NAMESPACE, connection=redis_client(settings.cache),
                                       serializer=_SCRUBBING_JSON, decode_content=True)
@@ -197,10 +205,24 @@ def open_backend(settings: ScannerSettings) -> BaseCache:
     path = settings.cache_path
     assert path is not None, "open_backend needs a cache setting other than off"
     create_private_file(path)
-    return ForgivingSQLiteCache(
-        path, serializer=_SCRUBBING_JSON, decode_content=True, wal=True, busy_timeout=DEFAULT_BUSY_TIMEOUT_MS,
-        timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,
-    )
+    for attempt in range(attempts):
+        try:
+            return ForgivingSQLiteCache(
+                path, serializer=_SCRUBBING_JSON, decode_content=True, wal=True,
+                busy_timeout=DEFAULT_BUSY_TIMEOUT_MS, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.OperationalError as error:
+            if not _is_contention(error) or attempt + 1 >= attempts:
+                raise
+            log.debug('{"event": "cache_open_retry", "attempt": %d, "error": "%s"}', attempt + 1, error)
+            time.sleep(OPEN_BACKOFF_SECONDS * 2 ** attempt * random.uniform(0.5, 1.5))
+    raise AssertionError("not reached")
+
+
+def _is_contention(error: sqlite3.OperationalError) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY or SQLITE_LOCKED): worth trying again shortly."""
+    name = getattr(error, "sqlite_errorname", "")
+    return name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in str(error)
 
 
 def cache_problem(settings: ScannerSettings) -> str | None:
@@ -219,9 +241,23 @@ def cache_problem(settings: ScannerSettings) -> str | None:
     return None
 
 
+class UncachedSession(requests.Session):
+    """The session scans go through when the configured cache could not be opened: `cache_problem` says why, for
+    /readyz and the metrics (a process that scans without its cache must not look like one that has it)."""
+
+    def __init__(self, cache_problem: str):
+        super().__init__()
+        self.cache_problem = cache_problem
+
+
+def unused_cache(session: object) -> str | None:
+    """Why the configured cache is not behind `session` (it could not be opened at start-up), or None."""
+    return session.cache_problem if isinstance(session, UncachedSession) else None
+
+
 def open_cached_session(settings: ScannerSettings, key_identity: str,
                         writer: BackgroundWriter | None = None) -> requests.Session:
-    """A CachedSession for `settings.cache`; if the cache cannot be opened, a plain session (logged). With a
+    """A CachedSession for `settings.cache`; if the cache cannot be opened, an UncachedSession (logged). With a
     `writer`, verdicts are stored by its thread after the answer, instead of on the request's own time."""
 
     def cache_key(request, **_kwargs) -> str:
@@ -247,8 +283,9 @@ def open_cached_session(settings: ScannerSettings, key_identity: str,
             stale_if_error=False,
         )
     except (OSError, sqlite3.Error) as error:
+        problem = f"{masked_url(settings.cache)}: {type(error).__name__}: {error}"
         log.error(
             '{"event": "cache_unavailable", "cache": "%s", "error": "%s", "effect": "scanning without a cache"}',
             masked_url(settings.cache), str(error).replace('"', "'"),
         )
-        return requests.Session()
+        return UncachedSession(problem)
