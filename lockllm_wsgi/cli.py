@@ -20,7 +20,7 @@ from typing import Sequence
 
 from .config import ConfigError, load_settings
 from .stores import masked_url
-from .express import express_command
+from .express import express_command, file_behind
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -33,8 +33,11 @@ def _config_path(args: argparse.Namespace) -> str:
 def _serve(args: argparse.Namespace) -> int:
     path = _config_path(args)
     settings = load_settings(path)
+    # A stderr redirected to a file (`>> gateway.log`, systemd `append:`) is handed to Apache by name, so it is
+    # appended to, never truncated by mod_wsgi-express (express.log_options).
+    log_file = args.log_file or file_behind(sys.stderr.fileno())
     command = express_command(settings, path, host=args.host, port=args.port, processes=args.processes,
-                              threads=args.threads, server_root=args.server_root)
+                              threads=args.threads, server_root=args.server_root, log_file=log_file)
     print("lockllm-wsgi: starting", " ".join(command), file=sys.stderr, flush=True)
     os.execv(command[0], command)
     return 0  # not reached
@@ -150,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--processes", type=int, default=2, help="daemon processes (default 2)")
     serve.add_argument("--threads", type=int, default=15, help="threads per daemon process (default 15)")
     serve.add_argument("--server-root", help="folder for Apache's generated files (default /tmp/lockllm-wsgi-PORT)")
+    serve.add_argument("--log-file", help="append Apache's error log (with the request log) to this file (default: "
+                       "stderr; a file stderr is redirected to is appended to as well)")
     serve.set_defaults(run=_serve)
 
     apache = command("apache-config", "Print the Apache Defines for this installation (venv, script, limits, "

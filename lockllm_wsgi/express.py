@@ -14,6 +14,7 @@ import grp
 import os
 import pwd
 import shutil
+import stat
 import sys
 
 from .apache_config import (DEFAULT_PROCESSES, DEFAULT_THREADS, DEFAULT_WORKER_USER, RESPONSE_FLUSH_DELAY_MS,
@@ -39,8 +40,36 @@ def _readable_by(user: str, path: str) -> bool:
         current = os.path.dirname(current)
 
 
+def file_behind(fd: int) -> str | None:
+    """The path of the regular file `fd` writes to (`serve >> gateway.log`, systemd's `append:`), or None for a
+    terminal, a pipe, the journal's socket, or a file no longer reachable by its name."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        held, named = os.fstat(fd), os.stat(path)
+    except OSError:
+        return None
+    return path if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino) else None
+
+
+def log_options(log_file: str | None) -> list[str]:
+    """Where Apache writes its error log, which carries the gateway's request log.
+
+    mod_wsgi-express's --log-to-terminal first checks /dev/stderr by opening it for writing, which truncates a
+    regular file: `serve >> gateway.log` would lose every earlier line at each start. A log file is given to
+    Apache as its ErrorLog instead, which Apache opens for appending; a terminal or a pipe keeps --log-to-terminal.
+    """
+    if not log_file:
+        return ["--log-to-terminal"]
+    log_file = os.path.abspath(log_file)
+    return ["--log-directory", os.path.dirname(log_file), "--error-log-name", os.path.basename(log_file)]
+
+
 def express_command(settings: Settings, config_path: str, host: str, port: int, processes: int = DEFAULT_PROCESSES,
-                    threads: int = DEFAULT_THREADS, server_root: str | None = None) -> list[str]:
+                    threads: int = DEFAULT_THREADS, server_root: str | None = None,
+                    log_file: str | None = None) -> list[str]:
+    """The command line; `log_file` (appended to) instead of the terminal for Apache's error log."""
     express = shutil.which("mod_wsgi-express", path=os.path.dirname(sys.executable)) or shutil.which("mod_wsgi-express")
     if not express:
         raise SystemExit("lockllm-wsgi: mod_wsgi-express is not installed; pip install 'lockllm-wsgi[apache]' "
@@ -67,7 +96,7 @@ def express_command(settings: Settings, config_path: str, host: str, port: int, 
         "--include-file", os.path.join(values["LOCKLLM_APACHE_DIR"], "lockllm-errors.conf"),
         "--chunked-request",  # coding agents send chunked bodies; the gateway reads them to the end, capped
         "--locale", "C.UTF-8",  # present on every Debian system, unlike the en_US.UTF-8 express asks for
-        "--log-to-terminal",
+        *log_options(log_file),
     ]
     if os.geteuid() == 0:
         for what, path in (("Python", sys.executable), ("configuration", config_path),

@@ -1,0 +1,95 @@
+"""Day-one operations under real Apache: `lockllm-wsgi serve` appends to its log file, a daemon that cannot load
+its settings answers JSON, and every answer a client gets is JSON labelled as JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+from typing import Iterator
+
+import pytest
+import requests
+
+from lockllm_wsgi.apache_config import code_dir
+
+from apache_servers import free_port, missing_tools, public_folder
+from conftest import write_config
+
+MISSING = missing_tools()
+pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
+START_SECONDS = 45
+
+
+@pytest.fixture
+def folder():
+    root = public_folder("lockllm-ops-")
+    yield pathlib.Path(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serving(config: str, root: pathlib.Path, log_path: pathlib.Path, *extra: str) -> Iterator[str]:
+    """`lockllm-wsgi serve` (this checkout's) with stdout and stderr appended to `log_path`, as `>>` does."""
+    port = free_port()
+    command = [sys.executable, "-m", "lockllm_wsgi.cli", "serve", "--config", config, "--port", str(port),
+               "--processes", "1", "--threads", "4", "--server-root", str(root / "express"), *extra]
+    environment = {**os.environ, "PYTHONPATH": code_dir()}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=environment, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(requests.RequestException):
+                if "x-request-id" in requests.get(f"{base}/not-a-route", timeout=5).headers:
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"serve did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def wait_for_text(path: pathlib.Path, text: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        content = path.read_text(errors="replace")
+        if text in content or time.monotonic() > deadline:
+            return content
+        time.sleep(0.1)
+
+
+def test_serve_appends_to_the_file_its_stderr_is_redirected_to(folder, scanner_server, provider_server):
+    config = write_config(folder, scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"))
+    log_path = folder / "gateway.log"
+    log_path.write_text("an earlier line\n")
+    request_ids = []
+    for _run in range(2):
+        with serving(config, folder, log_path) as base:
+            request_ids.append(requests.get(f"{base}/no-route", timeout=10).headers["X-Request-Id"])
+            wait_for_text(log_path, request_ids[-1])
+    content = log_path.read_text(errors="replace")
+    assert content.startswith("an earlier line\n")
+    assert all(request_id in content for request_id in request_ids)
+
+
+def test_serve_log_file_option_appends_there(folder, scanner_server, provider_server):
+    config = write_config(folder, scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"))
+    named = folder / "logs" / "lockllm.log"
+    named.parent.mkdir()
+    named.write_text("kept\n")
+    with serving(config, folder, folder / "terminal.log", "--log-file", str(named)) as base:
+        request_id = requests.get(f"{base}/no-route", timeout=10).headers["X-Request-Id"]
+        content = wait_for_text(named, request_id)
+    assert content.startswith("kept\n") and request_id in content
