@@ -2,6 +2,8 @@
 
     from lockllm_wsgi import create_app
     application = create_app("/etc/lockllm/lockllm.ini")
+
+A `.wsgi` script uses `wsgi_application` instead, which answers JSON when the gateway cannot be built.
 """
 
 from __future__ import annotations
@@ -22,3 +24,20 @@ def create_app(path_or_settings: Union[str, "Settings"]) -> "GatewayApp":
 
     settings = load_settings(path_or_settings) if isinstance(path_or_settings, str) else path_or_settings
     return GatewayApp(settings)
+
+
+def wsgi_application(path: str):
+    """`application` for a `.wsgi` script: the gateway for the INI file at `path`, or, when it cannot be built (a
+    bad INI file put in place before `apachectl -k graceful`), an app that answers every request with a JSON 503
+    naming the problem, logged once, instead of an import error and Apache's HTML 500 page on every request."""
+    try:
+        return create_app(path)
+    except Exception as error:  # noqa: BLE001 - whatever stops the gateway, clients must get an answer they read
+        import logging
+
+        from .config import ConfigError
+        from .unavailable import UnavailableApp
+
+        if not isinstance(error, ConfigError):
+            logging.getLogger(__name__).exception("the gateway could not be built from %s", path)
+        return UnavailableApp(error)

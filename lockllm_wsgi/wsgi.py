@@ -9,6 +9,7 @@ variable is set in the process environment::
 
 import os
 
-from . import create_app
+from . import wsgi_application
 
-application = create_app(os.environ["LOCKLLM_WSGI_CONFIG"])
+# A configuration that cannot be loaded answers every request with a JSON 503 naming the problem (unavailable.py).
+application = wsgi_application(os.environ.get("LOCKLLM_WSGI_CONFIG", "(LOCKLLM_WSGI_CONFIG is not set)"))

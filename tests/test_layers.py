@@ -19,7 +19,7 @@ LAYERS = [
     {"config"},
     {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides"},
     {"health", "scan", "proxy_headers"},
-    {"app", "apache_config", "express"},
+    {"app", "apache_config", "express", "unavailable"},
     {"cli", "__init__", "wsgi"},
 ]
 RANK = {name: rank for rank, layer in enumerate(LAYERS) for name in layer}

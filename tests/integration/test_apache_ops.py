@@ -7,6 +7,7 @@ import contextlib
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import requests
 
 from lockllm_wsgi.apache_config import code_dir
 
-from apache_servers import free_port, missing_tools, public_folder
+from apache_servers import free_port, missing_tools, public_folder, running_apache2, running_express
 from conftest import write_config
 
 MISSING = missing_tools()
@@ -93,3 +94,33 @@ def test_serve_log_file_option_appends_there(folder, scanner_server, provider_se
         request_id = requests.get(f"{base}/no-route", timeout=10).headers["X-Request-Id"]
         content = wait_for_text(named, request_id)
     assert content.startswith("kept\n") and request_id in content
+
+
+def graceful(gateway, root: pathlib.Path) -> None:
+    """What `apachectl -k graceful` does: SIGUSR1 to the parent."""
+    pid_file = root / "express" / "httpd.pid" if gateway.name == "express" else root / "apache2" / "run" / "httpd.pid"
+    os.kill(int(pid_file.read_text().strip()), signal.SIGUSR1)
+
+
+@pytest.mark.parametrize("start", [running_express, running_apache2], ids=["express", "apache2"])
+def test_a_bad_ini_file_after_a_graceful_restart_is_answered_in_json(folder, scanner_server, provider_server, start):
+    config = write_config(folder, scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"))
+    with start(config, str(folder)) as gateway:
+        good = pathlib.Path(config).read_text()
+        pathlib.Path(config).write_text(good.replace("timeout = 3", "timeout = soon"))
+        graceful(gateway, folder)
+        deadline, response = time.monotonic() + 30, None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                response = requests.get(f"{gateway.base}/healthz", verify=gateway.verify, timeout=5)
+                if response.status_code == 503 and b"gateway_misconfigured" in response.content:
+                    break
+            time.sleep(0.3)
+        assert response is not None and response.status_code == 503, response and response.text
+        assert response.headers["Content-Type"] == "application/json"
+        assert "[scanner] timeout" in response.json()["error"]["message"]
+        chat = requests.post(f"{gateway.base}/openai/v1/chat/completions", verify=gateway.verify, timeout=10,
+                             json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 503 and chat.json()["error"]["code"] == "gateway_misconfigured"
+        assert wait_for_text(pathlib.Path(gateway.error_log), '"event": "unavailable"').count(
+            '"event": "unavailable"') >= 1
