@@ -31,7 +31,7 @@ def wsgi_application(path: str):
     bad INI file put in place before `apachectl -k graceful`), an app that answers every request with a JSON 503
     naming the problem, logged once, instead of an import error and Apache's HTML 500 page on every request."""
     try:
-        return create_app(path)
+        app = create_app(path)
     except Exception as error:  # noqa: BLE001 - whatever stops the gateway, clients must get an answer they read
         import logging
 
@@ -41,3 +41,9 @@ def wsgi_application(path: str):
         if not isinstance(error, ConfigError):
             logging.getLogger(__name__).exception("the gateway could not be built from %s", path)
         return UnavailableApp(error)
+    from .audit import log_event
+    from .permissions import Account, permission_problems
+
+    for problem in permission_problems(app.settings, Account.current()):
+        log_event("permission_problem", what=problem.what, path=problem.path, problem=problem.reason, fix=problem.fix)
+    return app

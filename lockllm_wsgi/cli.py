@@ -58,10 +58,29 @@ def _masked(value: object) -> object:
     return masked_url(value) if isinstance(value, str) and "://" in value else value
 
 
+def _daemon_account(args: argparse.Namespace):
+    """The account the daemons run as: --user, else (as root) LOCKLLM_WSGI_USER or www-data, else this user."""
+    from .apache_config import DEFAULT_WORKER_USER
+    from .permissions import Account
+
+    name = getattr(args, "user", None) or (os.environ.get("LOCKLLM_WSGI_USER", DEFAULT_WORKER_USER)
+                                           if os.geteuid() == 0 else None)
+    try:
+        return Account.named(name) if name else Account.current()
+    except KeyError:
+        raise SystemExit(f"lockllm-wsgi: no such user {name!r} (--user, LOCKLLM_WSGI_USER)") from None
+
+
 def _check_config(args: argparse.Namespace) -> int:
+    from .permissions import permission_problems
+
     settings = load_settings(_config_path(args))
     print(json.dumps(_masked(dataclasses.asdict(settings)), indent=2, default=str))
-    return 0
+    account = _daemon_account(args)
+    problems = permission_problems(settings, account)
+    for problem in problems:
+        print(f"lockllm-wsgi: as {account.name}: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _scan(args: argparse.Namespace) -> int:
@@ -90,6 +109,7 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
+    from .permissions import hand_over
     from .verdict_cache import open_backend
 
     settings = load_settings(_config_path(args)).scanner
@@ -97,6 +117,9 @@ def _cache(args: argparse.Namespace) -> int:
         print("lockllm-wsgi: [scanner] cache is off; there is nothing to show or clear", file=sys.stderr)
         return 2
     where = masked_url(settings.cache)
+    account = _daemon_account(args)
+    folder = os.path.dirname(settings.cache_path) if settings.cache_path else None
+    created_folder = folder is not None and not os.path.isdir(folder)
     try:
         backend = open_backend(settings)
         entries = len(backend.responses)
@@ -112,6 +135,11 @@ def _cache(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 - sqlite3, redis and OS errors alike: say which and stop
         print(f"lockllm-wsgi: cannot use the cache {where}: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
+    finally:
+        if settings.cache_path:
+            # Run as root, this may have created the file (and its -wal/-shm): the daemons must still open them.
+            path = settings.cache_path
+            hand_over(((folder,) if created_folder else ()) + (path, path + "-wal", path + "-shm"), account)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -170,8 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="set any other Define, e.g. LOCKLLM_SERVER_NAME=llm.example.com (repeatable)")
     apache.set_defaults(run=_apache_config)
 
-    check = command("check-config", "Validate the configuration and print the effective settings, secrets masked.")
+    check = command("check-config", "Validate the configuration and print the effective settings, secrets masked; "
+                    "exit 1 when the daemons' user cannot write the audit file, metrics folder or SQLite stores.")
     check.add_argument("file", nargs="?", help="INI file (same as --config)")
+    check.add_argument("--user", help="user the daemons run as (default, as root: $LOCKLLM_WSGI_USER or www-data; "
+                       "otherwise you)")
     check.set_defaults(run=_check_config)
 
     scan = command("scan", "Ask the configured scanner about TEXT and print its verdict (exit 1 when unsafe).")
@@ -180,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = command("cache", "Show how many verdicts the cache holds (stats), or empty it (clear).")
     cache.add_argument("action", choices=("stats", "clear"))
+    cache.add_argument("--user", help="user the daemons run as, who keeps owning the cache file when this runs as "
+                       "root (default: $LOCKLLM_WSGI_USER or www-data)")
     cache.set_defaults(run=_cache)
     return parser
 

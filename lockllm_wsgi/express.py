@@ -20,6 +20,7 @@ import sys
 from .apache_config import (DEFAULT_PROCESSES, DEFAULT_THREADS, DEFAULT_WORKER_USER, RESPONSE_FLUSH_DELAY_MS,
                             install_values, write_script)
 from .config import Settings
+from .permissions import Account, permission_problems
 
 
 def _readable_by(user: str, path: str) -> bool:
@@ -105,4 +106,8 @@ def express_command(settings: Settings, config_path: str, host: str, port: int, 
                 raise SystemExit(f"lockllm-wsgi: Apache's workers run as {user}, who cannot read the {what} at "
                                  f"{path}; use a venv made from /usr/bin/python3 outside /root and a readable config")
         command += ["--user", user, "--group", grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name]
+    problems = permission_problems(settings, Account.named(user) if os.geteuid() == 0 else Account.current())
+    if problems:
+        raise SystemExit("lockllm-wsgi: the daemons cannot write where the settings say:\n"
+                         + "\n".join(f"  {problem}" for problem in problems))
     return command

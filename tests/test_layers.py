@@ -17,7 +17,7 @@ LAYERS = [
     {"redact"},
     {"formats"},
     {"config"},
-    {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides"},
+    {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides", "permissions"},
     {"health", "scan", "proxy_headers"},
     {"app", "apache_config", "express", "unavailable"},
     {"cli", "__init__", "wsgi"},
