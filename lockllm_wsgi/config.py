@@ -289,7 +289,8 @@ class OpsSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    # Where mod_wsgi's daemon processes share metric values; empty: each process reports its own values only.
+    # Where mod_wsgi's daemon processes share metric values; empty: a private folder per Apache run in the temp dir
+    # when mod_wsgi runs more than one daemon process (metrics.default_multiprocess_dir), else none.
     multiprocess_dir: str = setting("", _absolute_path)
 
 

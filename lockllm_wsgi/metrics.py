@@ -12,8 +12,11 @@ which is why this module imports it only after setting PROMETHEUS_MULTIPROC_DIR:
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import stat
 import sys
+import tempfile
 import threading
 
 from .config import ConfigError, MetricsSettings
@@ -26,6 +29,36 @@ SCAN_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # whole answer is written, which can take minutes.
 UPSTREAM_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _MULTIPROC_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+log = logging.getLogger(__name__)
+
+
+def default_multiprocess_dir() -> str | None:
+    """Under mod_wsgi with more than one daemon process and no `[metrics] multiprocess_dir`: a folder private to
+    this user and this Apache run (named by the Apache parent's pid, so a restart starts afresh while a graceful
+    restart keeps counting), in the temp dir; else None (one process: its own values are the whole story).
+
+    A scrape answered by one of two processes without it would report half the traffic, a different half each
+    time. The folder must be a directory of ours, 0700, not a link: a name in /tmp that someone else made first
+    leaves the metrics per process, with a warning."""
+    try:
+        import mod_wsgi  # the embedded module in a daemon; the pip package of the same name has no process count
+    except ImportError:
+        return None
+    if int(getattr(mod_wsgi, "maximum_processes", 1) or 1) <= 1:
+        return None
+    folder = os.path.join(tempfile.gettempdir(), f"lockllm-metrics-{os.geteuid()}-{os.getppid()}")
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        status = os.lstat(folder)
+    except OSError as error:
+        log.warning('{"event": "metrics_per_process", "folder": "%s", "error": "%s"}', folder, error.strerror)
+        return None
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid() or status.st_mode & 0o077:
+        log.warning('{"event": "metrics_per_process", "folder": "%s", "error": "not a private folder of this user; '
+                    'set [metrics] multiprocess_dir"}', folder)
+        return None
+    return folder
 
 
 def _enable_multiprocess(folder: str) -> None:
@@ -54,6 +87,13 @@ class Metrics:
 
     def __init__(self, settings: MetricsSettings):
         self.multiprocess_dir = settings.multiprocess_dir
+        if not self.multiprocess_dir:
+            default = default_multiprocess_dir()
+            if default and "prometheus_client" in sys.modules and os.environ.get(_MULTIPROC_VARIABLE) != default:
+                log.warning('{"event": "metrics_per_process", "error": "prometheus_client was imported before the '
+                            'gateway; set [metrics] multiprocess_dir"}')
+                default = None
+            self.multiprocess_dir = default or ""
         if self.multiprocess_dir:
             _enable_multiprocess(self.multiprocess_dir)
             atexit.register(_mark_dead, self.multiprocess_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -152,3 +153,44 @@ def test_metrics_add_up_across_daemon_processes(tmp_path, provider, scanner):
     scraped = subprocess.run([sys.executable, "-c", PROCESS, config, "0"], check=True, capture_output=True, text=True)
     key = ("lockllm_requests_total", (("code", "invalid_json"), ("decision", "refused"), ("route", "openai")))
     assert samples(scraped.stdout)[key] == 7.0
+
+
+FAKE_MOD_WSGI = textwrap.dedent("""
+    import sys, types
+    sys.modules["mod_wsgi"] = types.SimpleNamespace(maximum_processes=int(sys.argv[3]), process_group="lockllm")
+""")
+
+
+@pytest.mark.parametrize("processes, expected", [pytest.param(2, 7.0, id="two-daemons-add-up"),
+                                                 pytest.param(1, 0.0, id="one-daemon-reports-its-own")])
+def test_several_mod_wsgi_daemons_share_metrics_by_default(tmp_path, provider, scanner, processes, expected):
+    """No [metrics] multiprocess_dir: under mod_wsgi with more than one daemon process (children of one Apache
+    parent, here of this test), a scrape still adds up every process's values."""
+    config = write_config(tmp_path, scanner.url_for("/v1/scan"), provider.url_for("").rstrip("/"))
+    environment = {**os.environ, "TMPDIR": str(tmp_path)}
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    for count in (3, 4):
+        subprocess.run([sys.executable, "-c", FAKE_MOD_WSGI + PROCESS, config, str(count), str(processes)],
+                       check=True, capture_output=True, env=environment)
+    scraped = subprocess.run([sys.executable, "-c", FAKE_MOD_WSGI + PROCESS, config, "0", str(processes)],
+                             check=True, capture_output=True, text=True, env=environment)
+    key = ("lockllm_requests_total", (("code", "invalid_json"), ("decision", "refused"), ("route", "openai")))
+    assert samples(scraped.stdout).get(key, 0.0) == expected
+    shared = [name for name in os.listdir(tmp_path) if name.startswith("lockllm-metrics-")]
+    assert shared == ([f"lockllm-metrics-{os.geteuid()}-{os.getpid()}"] if processes > 1 else [])
+
+
+def test_a_default_folder_someone_else_made_is_not_used(tmp_path, monkeypatch):
+    import types
+
+    from lockllm_wsgi import metrics
+
+    monkeypatch.setitem(sys.modules, "mod_wsgi", types.SimpleNamespace(maximum_processes=2))
+    monkeypatch.setattr(metrics.tempfile, "gettempdir", lambda: str(tmp_path))
+    planted = tmp_path / f"lockllm-metrics-{os.geteuid()}-{os.getppid()}"
+    planted.mkdir(mode=0o777)
+    planted.chmod(0o777)
+    assert metrics.default_multiprocess_dir() is None
+    planted.rmdir()
+    planted.symlink_to(tmp_path)
+    assert metrics.default_multiprocess_dir() is None

@@ -124,3 +124,24 @@ def test_a_bad_ini_file_after_a_graceful_restart_is_answered_in_json(folder, sca
         assert chat.status_code == 503 and chat.json()["error"]["code"] == "gateway_misconfigured"
         assert wait_for_text(pathlib.Path(gateway.error_log), '"event": "unavailable"').count(
             '"event": "unavailable"') >= 1
+
+
+def requests_counted(text: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "lockllm_requests_total" and sample.labels.get("code") == "unknown_route")
+
+
+@pytest.mark.parametrize("start", [running_express, running_apache2], ids=["express", "apache2"])
+def test_metrics_add_up_across_daemons_without_a_multiprocess_dir(folder, scanner_server, provider_server, start):
+    config = write_config(folder, scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"))
+    with start(config, str(folder)) as gateway, requests.Session() as session:
+        before = requests_counted(session.get(f"{gateway.base}/metrics", verify=gateway.verify, timeout=10).text)
+        for _ in range(20):
+            # A new connection each time, so both daemon processes answer some.
+            requests.get(f"{gateway.base}/no-route", verify=gateway.verify, timeout=10)
+        time.sleep(0.5)  # each request is counted when its response is closed
+        scrapes = {requests_counted(requests.get(f"{gateway.base}/metrics", verify=gateway.verify, timeout=10).text)
+                   for _ in range(6)}
+    assert scrapes == {before + 20}
