@@ -67,6 +67,29 @@ def log_options(log_file: str | None) -> list[str]:
     return ["--log-directory", os.path.dirname(log_file), "--error-log-name", os.path.basename(log_file)]
 
 
+EXPRESS_INCLUDE = """\
+# Written by `lockllm-wsgi serve`: what lockllm-location.conf adds to a vhost, at mod_wsgi-express's server level.
+Define LOCKLLM_APACHE_DIR {apache_dir}
+Include {apache_dir}/lockllm-error-documents.conf
+Include {apache_dir}/lockllm-errors.conf
+# Chunked bodies are capped by the app, which answers 413 in the route's shape (lockllm-location.conf says why).
+<If "-z req('Content-Length')">
+    LimitRequestBody 0
+</If>
+"""
+
+
+def write_include(path: str, apache_dir: str) -> str:
+    """The server-level file mod_wsgi-express Includes (--include-file), for the shipped snippets in `apache_dir`."""
+    if any(char.isspace() for char in apache_dir):
+        raise SystemExit(f"lockllm-wsgi: Apache cannot Include from a path with spaces: {apache_dir}")
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(EXPRESS_INCLUDE.format(apache_dir=apache_dir))
+    os.chmod(path, 0o644)
+    return path
+
+
 def express_command(settings: Settings, config_path: str, host: str, port: int, processes: int = DEFAULT_PROCESSES,
                     threads: int = DEFAULT_THREADS, server_root: str | None = None,
                     log_file: str | None = None) -> list[str]:
@@ -93,8 +116,9 @@ def express_command(settings: Settings, config_path: str, host: str, port: int, 
         "--limit-request-body", values["LOCKLLM_MAX_BODY"],
         # Streamed events go to the client as soon as the daemon yields them, not 5 ms later (apache_config.py).
         "--response-flush-delay", str(RESPONSE_FLUSH_DELAY_MS),
-        # Apache's own 413 as JSON the client's SDK can read, as in the shipped location snippet.
-        "--include-file", os.path.join(values["LOCKLLM_APACHE_DIR"], "lockllm-errors.conf"),
+        # Apache's own 413/502/503 as JSON the client's SDK can read, and chunked bodies capped by the app, as in
+        # the shipped location snippet.
+        "--include-file", write_include(os.path.join(server_root, "lockllm-express.conf"), values["LOCKLLM_APACHE_DIR"]),
         "--chunked-request",  # coding agents send chunked bodies; the gateway reads them to the end, capped
         "--locale", "C.UTF-8",  # present on every Debian system, unlike the en_US.UTF-8 express asks for
         *log_options(log_file),

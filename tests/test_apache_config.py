@@ -35,7 +35,7 @@ prefix = /openai
 upstream = https://api.openai.com
 format = openai
 """
-SNIPPETS = ("lockllm-location.conf", "lockllm-vhost.conf", "lockllm-errors.conf")
+SNIPPETS = ("lockllm-location.conf", "lockllm-vhost.conf", "lockllm-errors.conf", "lockllm-error-documents.conf")
 
 
 def _read(name: str) -> str:

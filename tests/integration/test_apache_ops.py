@@ -145,3 +145,48 @@ def test_metrics_add_up_across_daemons_without_a_multiprocess_dir(folder, scanne
         scrapes = {requests_counted(requests.get(f"{gateway.base}/metrics", verify=gateway.verify, timeout=10).text)
                    for _ in range(6)}
     assert scrapes == {before + 20}
+
+
+MAX_BODY = 64 * 1024
+
+
+@pytest.fixture(scope="module", params=["express", "apache2"])
+def small_cap_gateway(request, scanner_server, provider_server):
+    root = public_folder("lockllm-json-")
+    config = write_config(pathlib.Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
+                          extra=f"[limits]\nmax_body_bytes = {MAX_BODY}\n")
+    start = running_express if request.param == "express" else running_apache2
+    with start(config, root) as gateway:
+        yield gateway
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _chunks(size: int):
+    yield b'{"model": "m", "messages": [{"role": "user", "content": "'
+    for _ in range(size // 8192):
+        yield b"x" * 8192
+    yield b'"}]}'
+
+
+@pytest.mark.parametrize("chunked", [pytest.param(True, id="chunked"), pytest.param(False, id="content-length")])
+def test_a_body_over_apaches_limit_gets_one_json_413_labelled_json(small_cap_gateway, scanner, provider, chunked):
+    """Over LimitRequestBody (the app's cap + 1 MiB): with a Content-Length Apache refuses it unread, with its
+    JSON document; a chunked one is read to its end and refused by the app (no HTML 500 page appended)."""
+    from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES
+
+    size = MAX_BODY + BODY_LIMIT_MARGIN_BYTES + 512 * 1024
+    body = _chunks(size) if chunked else b"".join(_chunks(size))
+    answer = requests.post(f"{small_cap_gateway.base}/openai/v1/chat/completions", data=body, timeout=30,
+                           verify=small_cap_gateway.verify, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.json()["error"]["code"] == "request_too_large"  # one JSON document, nothing after it
+    assert scanner.log == [] and provider.log == []
+
+
+@pytest.mark.parametrize("status", [413, 502, 503])
+def test_apaches_own_error_documents_are_labelled_json(small_cap_gateway, status):
+    base = small_cap_gateway.base.rsplit("/llm", 1)[0]
+    answer = requests.get(f"{base}/lockllm-errors/{status}.json", verify=small_cap_gateway.verify, timeout=10)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/json"
+    assert answer.json()["error"]["code"] in ("request_too_large", "gateway_unavailable")
