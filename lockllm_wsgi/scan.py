@@ -28,8 +28,9 @@ from requests.adapters import HTTPAdapter
 from werkzeug.http import parse_date
 
 from .config import ScannerSettings
+from .breaker import CircuitBreaker
 from .verdict import ScannerUnavailable, Verdict, parse_block, parse_verdict
-from .verdict_cache import BackgroundWriter, open_cached_session
+from .verdict_cache import BackgroundWriter, cached_verdict, open_cached_session
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,11 @@ class LockLLMScanner:
         self.account_problem: str | None = None
         self._memo: OrderedDict[bytes, tuple[float, Verdict]] | None = OrderedDict() if settings.cache_path else None
         self._memo_lock = threading.Lock()
+        # A scanner failing again and again is not waited for on every request (breaker.py); cached verdicts still go.
+        self.breaker = CircuitBreaker()
+        self._scan_guarded = self.breaker.guard(self._scan_piece, lambda text, asked: cached_verdict(
+            self.session, settings.url, {"input": text, "sensitivity": asked["X-LockLLM-Sensitivity"]},
+            {**self._headers, **asked}), budget=settings.timeout)
 
     @staticmethod
     def _memo_key(text: str, asked: dict[str, str]) -> bytes:
@@ -156,7 +162,7 @@ class LockLLMScanner:
     def _submit(self, piece: str, deadline: float, asked: dict[str, str]) -> Future:
         remembered = self._recall(piece, asked)
         if remembered is None:
-            return self._pool.submit(self._scan_piece, piece, deadline, asked)
+            return self._pool.submit(self._scan_guarded, piece, deadline, asked)
         done: Future = Future()
         done.set_result(remembered)
         return done

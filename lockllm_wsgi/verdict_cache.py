@@ -11,6 +11,7 @@ serializer is JSON (a tampered entry cannot run code), and any cache error is a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from requests_cache.serializers.preconf import json_preconf_stage
 
 from .config import ScannerSettings
 from .stores import Outage, create_private_file, is_redis, masked_url, redis_client
-from .verdict import ScannerUnavailable, parse_verdict
+from .verdict import ScannerUnavailable, Verdict, parse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,25 @@ def _is_contention(error: sqlite3.OperationalError) -> bool:
     """Another connection holds the lock (SQLITE_BUSY or SQLITE_LOCKED): worth trying again shortly."""
     name = getattr(error, "sqlite_errorname", "")
     return name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in str(error)
+
+
+def cached_verdict(session: requests.Session, url: str, payload: dict, headers: dict) -> Verdict | None:
+    """The verdict the cache behind `session` holds for this scan, without asking the scanner; None when there is
+    none (or no cache). Used while the scanner's circuit breaker is open."""
+    if not isinstance(session, CachedSession):
+        return None
+    try:
+        response = session.post(url, json=payload, headers=headers, only_if_cached=True)
+    except Exception:  # noqa: BLE001 - a cache that cannot answer is a miss
+        return None
+    with response:
+        if response.status_code != 200 or not getattr(response, "from_cache", False):
+            return None
+        try:
+            verdict = parse_verdict(response.json())
+        except (ValueError, ScannerUnavailable):
+            return None
+    return dataclasses.replace(verdict, cached=True)
 
 
 def cache_problem(settings: ScannerSettings) -> str | None:

@@ -12,7 +12,7 @@ import lockllm_wsgi
 PACKAGE = Path(lockllm_wsgi.__file__).parent
 # Bottom to top; a module may import from its own layer or any below. Sub-packages count as one module.
 LAYERS = [
-    {"refusal", "verdict", "normalize", "presets", "stores", "identity", "record", "files", "offline"},
+    {"refusal", "verdict", "normalize", "presets", "stores", "identity", "record", "files", "offline", "breaker"},
     {"extract", "body"},
     {"redact"},
     {"formats"},
