@@ -249,6 +249,7 @@ class GatewayApp:
         try:
             status, reason, headers_out, upstream_body = self.relay.send(record.method, url, headers, body)
         except UpstreamError as error:
+            record.upstream_problem = error.cause  # the log's, never the client's
             raise Refusal(error.status, "upstream_unavailable", str(error)) from None
         finally:
             record.upstream_ms = round((time.monotonic() - upstream_started) * 1000, 2)

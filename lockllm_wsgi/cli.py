@@ -26,7 +26,8 @@ from .express import express_command, file_behind
 def _config_path(args: argparse.Namespace) -> str:
     path = args.config or os.environ.get("LOCKLLM_WSGI_CONFIG")
     if not path:
-        raise SystemExit("lockllm-wsgi: name a configuration file with --config FILE (or LOCKLLM_WSGI_CONFIG)")
+        # A ConfigError exits 2, as every unusable configuration does: `scan` keeps 1 for "unsafe".
+        raise ConfigError("name a configuration file with --config FILE (or LOCKLLM_WSGI_CONFIG)")
     return os.path.abspath(path)
 
 

@@ -47,6 +47,7 @@ class RequestRecord:
     # LockLLM Proxy Mode's response headers for this request's verdict (proxy_headers.py); sent, not logged.
     proxy_headers: tuple[tuple[str, str], ...] = ()
     upstream_ms: float | None = None
+    upstream_problem: str | None = None  # why the provider could not be reached (502/504), for the operator only
     status: int | None = None
     code: str | None = None
     bytes_out: int | None = None

@@ -11,6 +11,7 @@ when the client goes away. Connection failures become `UpstreamError` (502, or 5
 from __future__ import annotations
 
 import logging
+import re
 from typing import Iterable, Iterator, Mapping
 
 import certifi
@@ -42,9 +43,16 @@ DEFAULT_POOL_SIZE = 32
 
 
 class UpstreamError(Exception):
-    def __init__(self, status: int, message: str):
+    """The provider could not be reached or did not answer in time: `str()` is for the client, `cause` (the
+    underlying error, any query string cut out since it may hold a key) for the operator's log only."""
+
+    def __init__(self, status: int, message: str, cause: BaseException | None = None):
         super().__init__(message)
         self.status = status
+        self.cause = _QUERY.sub("?<redacted>", f"{type(cause).__name__}: {cause}")[:300] if cause else None
+
+
+_QUERY = re.compile(r"\?[^\s'\")]*")
 
 
 def is_hop_by_hop(name: str, connection_tokens: frozenset[str]) -> bool:
@@ -127,12 +135,12 @@ class Relay:
             )
         except NewConnectionError as error:  # a refused connection, though urllib3 files it under timeouts
             log.debug("upstream connection failed: %s", type(error).__name__)
-            raise UpstreamError(502, "The provider could not be reached; try again later.") from None
-        except Urllib3Timeout:
-            raise UpstreamError(504, "The provider did not answer in time; try again.") from None
+            raise UpstreamError(502, "The provider could not be reached; try again later.", error) from None
+        except Urllib3Timeout as error:
+            raise UpstreamError(504, "The provider did not answer in time; try again.", error) from None
         except (HTTPError, OSError, ValueError) as error:
             log.debug("upstream connection failed: %s", type(error).__name__)
-            raise UpstreamError(502, "The provider could not be reached; try again later.") from None
+            raise UpstreamError(502, "The provider could not be reached; try again later.", error) from None
         headers_out = response_headers(response.headers.items(), response.headers.get("Connection"))
         return response.status, response.reason or "", headers_out, UpstreamBody(response)
 
