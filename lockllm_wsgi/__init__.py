@@ -41,8 +41,12 @@ def wsgi_application(path: str):
         if not isinstance(error, ConfigError):
             logging.getLogger(__name__).exception("the gateway could not be built from %s", path)
         return UnavailableApp(error)
+    from .advice import config_warnings
     from .audit import log_event
     from .permissions import Account, permission_problems
+
+    for warning in config_warnings(app.settings):
+        log_event("config_warning", warning=warning)
 
     for problem in permission_problems(app.settings, Account.current()):
         log_event("permission_problem", what=problem.what, path=problem.path, problem=problem.reason, fix=problem.fix)

@@ -34,6 +34,7 @@ def _config_path(args: argparse.Namespace) -> str:
 def _serve(args: argparse.Namespace) -> int:
     path = _config_path(args)
     settings = load_settings(path)
+    _warn(settings)
     # A stderr redirected to a file (`>> gateway.log`, systemd `append:`) is handed to Apache by name, so it is
     # appended to, never truncated by mod_wsgi-express (express.log_options).
     log_file = args.log_file or file_behind(sys.stderr.fileno())
@@ -72,11 +73,19 @@ def _daemon_account(args: argparse.Namespace):
         raise SystemExit(f"lockllm-wsgi: no such user {name!r} (--user, LOCKLLM_WSGI_USER)") from None
 
 
+def _warn(settings) -> None:
+    from .advice import config_warnings
+
+    for warning in config_warnings(settings):
+        print(f"lockllm-wsgi: warning: {warning}", file=sys.stderr)
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from .permissions import permission_problems
 
     settings = load_settings(_config_path(args))
     print(json.dumps(_masked(dataclasses.asdict(settings)), indent=2, default=str))
+    _warn(settings)
     account = _daemon_account(args)
     problems = permission_problems(settings, account)
     for problem in problems:

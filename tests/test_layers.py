@@ -17,7 +17,7 @@ LAYERS = [
     {"redact"},
     {"formats"},
     {"config"},
-    {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides", "permissions"},
+    {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides", "permissions", "advice"},
     {"health", "scan", "proxy_headers"},
     {"app", "apache_config", "express", "unavailable"},
     {"cli", "__init__", "wsgi"},

@@ -1,5 +1,6 @@
-"""Small day-one frictions: the cause of an unreachable provider in the log (never to the client), and a
-missing configuration never read as "unsafe" by `scan`'s exit status."""
+"""Small day-one frictions: the cause of an unreachable provider in the log (never to the client), a missing
+configuration never read as "unsafe" by `scan`'s exit status, and a warning for an upstream that repeats the
+version the SDK already sends."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import socket
 import pytest
 import requests
 
+from lockllm_wsgi.advice import config_warnings
 from lockllm_wsgi.cli import main
+from lockllm_wsgi.config import load_settings
 from lockllm_wsgi.relay import UpstreamError
 
 
@@ -39,3 +42,31 @@ def test_a_query_string_never_reaches_the_cause():
 def test_no_configuration_exits_2_not_1(argv, capsys):
     assert main(argv) == 2
     assert "--config FILE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt, upstream, warned", [
+    pytest.param("openai", "https://api.openai.com/v1", True, id="openai-v1"),
+    pytest.param("openai", "https://api.openai.com", False, id="openai"),
+    pytest.param("openai", "https://api.groq.com/openai", False, id="groq-preset-form"),
+    pytest.param("anthropic", "https://api.anthropic.com/v1/", True, id="anthropic-v1-slash"),
+    pytest.param("gemini", "https://generativelanguage.googleapis.com/v1beta", True, id="gemini-v1beta"),
+    pytest.param("cohere", "https://api.cohere.com/v2", True, id="cohere-v2"),
+    pytest.param("azure", "https://r.openai.azure.com/openai", True, id="azure-openai"),
+    pytest.param("azure", "https://r.openai.azure.com", False, id="azure"),
+])
+def test_an_upstream_ending_in_the_sdks_own_version_is_warned_about(tmp_path, fmt, upstream, warned):
+    path = tmp_path / "lockllm.ini"
+    path.write_text(f"[scanner]\nbackend = offline\n\n[route:main]\nprefix = /main\nupstream = {upstream}\n"
+                    f"format = {fmt}\n")
+    warnings = config_warnings(load_settings(str(path)))
+    assert bool(warnings) == warned
+    if warned:
+        assert "[route:main]" in warnings[0] and "use upstream = " in warnings[0]
+
+
+def test_check_config_prints_the_warning(tmp_path, capsys):
+    path = tmp_path / "lockllm.ini"
+    path.write_text("[scanner]\nbackend = offline\n\n[route:openai]\nprefix = /openai\n"
+                    "upstream = https://api.openai.com/v1\nformat = openai\n")
+    assert main(["check-config", str(path), "--user", "root"]) == 0
+    assert "warning: [route:openai] upstream https://api.openai.com/v1 ends in /v1" in capsys.readouterr().err
