@@ -71,7 +71,7 @@ class GatewayApp:
         self.ops = OpsEndpoints(settings, self.metrics, lambda: getattr(self.scanner, "account_problem", None),
                                 self.scanner)
         self.limiter = RateLimiter(settings.ratelimit) if settings.ratelimit.enabled else None
-        ensure_handler()
+        ensure_handler(settings.log.path)
         log_event("start", config=settings.source, scanner=settings.scanner.backend,
                   routes=[route.prefix or "/" for route in settings.routes],
                   note="no LockLLM key configured: scanning with the built-in offline scanner"

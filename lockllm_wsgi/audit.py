@@ -60,16 +60,36 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
-def ensure_handler() -> None:
-    """Give the request log a plain stderr handler unless the host application configured one, and keep
-    query-string secrets out of urllib3's debug log."""
+class _AppendingFile(logging.Handler):
+    """`[log] path`: each line is one write() on a file opened O_APPEND for it, as the audit file is: whole and in
+    order whichever process writes, and a file logrotate moved away is created afresh by the next line."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            handle = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            try:
+                os.write(handle, (self.format(record) + "\n").encode("utf-8", "backslashreplace"))
+            finally:
+                os.close(handle)
+        except OSError:
+            self.handleError(record)
+
+
+def ensure_handler(path: str = "") -> None:
+    """Give the request log a handler unless the host application configured one: lines appended to `path`
+    (`[log] path`), else plain stderr (Apache's error log); and keep query-string secrets out of urllib3's debug
+    log."""
     with _setup_lock:
         urllib3_log = logging.getLogger("urllib3.connectionpool")
         if not any(isinstance(existing, _RedactQuery) for existing in urllib3_log.filters):
             urllib3_log.addFilter(_RedactQuery())
         if request_log.handlers:
             return
-        handler = _CurrentStderr()
+        handler = _AppendingFile(path) if path else _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         request_log.addHandler(handler)
         request_log.setLevel(logging.INFO)

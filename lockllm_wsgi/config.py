@@ -281,6 +281,13 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    # Empty: the request log goes to stderr, which mod_wsgi writes to Apache's error log as [wsgi:error] lines. A
+    # path: one JSON line per request appended there by one O_APPEND write (several processes, logrotate as is).
+    path: str = setting("", _absolute_path)
+
+
+@dataclass(frozen=True)
 class OpsSettings:
     metrics_path: str = setting("/metrics", _ops_path)
     healthz_path: str = setting("/healthz", _ops_path)
@@ -314,6 +321,7 @@ class Settings:
     upstream: UpstreamSettings = UpstreamSettings()
     routes: tuple[Route, ...] = ()
     audit: AuditSettings = AuditSettings()
+    log: LogSettings = LogSettings()
     ops: OpsSettings = OpsSettings()
     metrics: MetricsSettings = MetricsSettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
@@ -486,6 +494,7 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
         # Longest prefix first, so /openai/azure wins over /openai.
         routes=tuple(sorted(routes, key=lambda route: len(route.prefix), reverse=True)),
         audit=reader.settings("audit", AuditSettings),
+        log=reader.settings("log", LogSettings),
         ops=reader.settings("ops", OpsSettings),
         metrics=reader.settings("metrics", MetricsSettings),
         ratelimit=ratelimit,

@@ -127,6 +127,8 @@ def permission_problems(settings: Settings, account: Account) -> list[Problem]:
                                     f"install -d -o {account.name} -g {account.group} -m 0750 {folder}"))
         else:
             problems += _file_problems(account, "audit file", path, "0750", (path,))
+    if settings.log.path:
+        problems += _file_problems(account, "request log", settings.log.path, "0750", (settings.log.path,))
     if settings.metrics.multiprocess_dir:
         problem = _folder_problem(account, "metrics multiprocess_dir", settings.metrics.multiprocess_dir, "0700")
         problems += [problem] if problem else []

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -70,3 +72,22 @@ def test_check_config_prints_the_warning(tmp_path, capsys):
                     "upstream = https://api.openai.com/v1\nformat = openai\n")
     assert main(["check-config", str(path), "--user", "root"]) == 0
     assert "warning: [route:openai] upstream https://api.openai.com/v1 ends in /v1" in capsys.readouterr().err
+
+
+def test_the_request_log_can_go_to_its_own_file(tmp_path, provider):
+    """[log] path: each line appended to that file (not stderr, where mod_wsgi marks it [wsgi:error])."""
+    log_path = tmp_path / "requests.log"
+    log_path.write_text("kept\n")
+    config = tmp_path / "lockllm.ini"
+    config.write_text(f"[scanner]\nbackend = offline\n\n[log]\npath = {log_path}\n\n[route:openai]\n"
+                      f"prefix = /openai\nupstream = {provider.url_for('').rstrip('/')}\nformat = openai\n")
+    program = ("import sys\nfrom werkzeug.test import Client\nfrom lockllm_wsgi import create_app\n"
+               "client = Client(create_app(sys.argv[1]))\n"
+               "for _ in range(2): client.get('/no-route').close()\n")
+    finished = subprocess.run([sys.executable, "-c", program, str(config)], capture_output=True, text=True,
+                              check=True)
+    lines = log_path.read_text().splitlines()
+    assert lines[0] == "kept"
+    events = [json.loads(line)["event"] for line in lines[1:]]
+    assert events == ["start", "request", "request"]
+    assert '"event": "request"' not in finished.stderr

@@ -64,6 +64,7 @@ def test_folders_the_daemon_creates_need_a_writable_parent(site):
 @pytest.mark.parametrize("setting, what", [
     pytest.param("[audit]\npath = {folder}/audit.log\n", "audit file", id="audit"),
     pytest.param("[metrics]\nmultiprocess_dir = {folder}\n", "metrics multiprocess_dir", id="metrics"),
+    pytest.param("[log]\npath = {folder}/requests.log\n", "request log", id="request-log"),
     pytest.param("", "verdict cache", id="cache"),
     pytest.param("[ratelimit]\nrequests_per_minute = 60\nstore = sqlite:///{folder}/limits.sqlite\n",
                  "rate-limit store", id="ratelimit"),
