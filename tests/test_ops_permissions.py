@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from conftest import write_config
+from support.gateway import write_config
 from lockllm_wsgi.cli import main
 from lockllm_wsgi.config import load_settings
 from lockllm_wsgi.permissions import Account, permission_problems

@@ -11,7 +11,7 @@ import pytest
 import requests
 from werkzeug.wrappers import Response
 
-from conftest import scanner_verdict
+from support.fakes import scanner_verdict
 from lockllm_wsgi.breaker import COUNTED_TEXT_CHARS, CircuitBreaker
 from lockllm_wsgi.verdict import ScannerUnavailable, Verdict
 

@@ -18,8 +18,8 @@ import requests
 
 from lockllm_wsgi.apache_config import code_dir
 
-from apache_servers import free_port, missing_tools, public_folder, running_apache2, running_express
-from conftest import write_config
+from support.apache_servers import free_port, missing_tools, public_folder, running_apache2, running_express
+from support.gateway import write_config
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
