@@ -61,6 +61,7 @@ DEFAULT_WRITE_QUEUE = 256
 # after OPEN_BACKOFF_SECONDS doubled per attempt and jittered, a few seconds at worst, once per process start.
 DEFAULT_OPEN_ATTEMPTS = 6
 OPEN_BACKOFF_SECONDS = 0.05
+_sleep = time.sleep  # the pause between attempts (tests replace it, never time.sleep itself)
 
 
 class BackgroundWriter:
@@ -216,7 +217,7 @@ def open_backend(settings: ScannerSettings, attempts: int = DEFAULT_OPEN_ATTEMPT
             if not _is_contention(error) or attempt + 1 >= attempts:
                 raise
             log.debug('{"event": "cache_open_retry", "attempt": %d, "error": "%s"}', attempt + 1, error)
-            time.sleep(OPEN_BACKOFF_SECONDS * 2 ** attempt * random.uniform(0.5, 1.5))
+            _sleep(OPEN_BACKOFF_SECONDS * 2 ** attempt * random.uniform(0.5, 1.5))
     raise AssertionError("not reached")
 
 

@@ -83,10 +83,12 @@ def test_start_up_contention_is_retried_with_backoff(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(verdict_cache, "ForgivingSQLiteCache", contended)
-    monkeypatch.setattr(verdict_cache.time, "sleep", pauses.append)
+    monkeypatch.setattr(verdict_cache, "_sleep", pauses.append)
     backend = verdict_cache.open_backend(ScannerSettings(cache=f"sqlite:///{tmp_path}/verdicts.sqlite"))
     backend.close()
-    assert len(calls) == 3 and len(pauses) == 2 and pauses[0] < pauses[1]
+    assert len(calls) == 3 and len(pauses) == 2
+    base = verdict_cache.OPEN_BACKOFF_SECONDS  # doubled per attempt, jittered by 0.5-1.5
+    assert base * 0.5 <= pauses[0] <= base * 1.5 and base * 1.0 <= pauses[1] <= base * 3.0
 
 
 def test_start_up_contention_is_bounded(tmp_path, monkeypatch):
@@ -97,7 +99,7 @@ def test_start_up_contention_is_bounded(tmp_path, monkeypatch):
         raise sqlite3.OperationalError("database is locked")
 
     monkeypatch.setattr(verdict_cache, "ForgivingSQLiteCache", locked)
-    monkeypatch.setattr(verdict_cache.time, "sleep", lambda _seconds: None)
+    monkeypatch.setattr(verdict_cache, "_sleep", lambda _seconds: None)
     with pytest.raises(sqlite3.OperationalError):
         verdict_cache.open_backend(ScannerSettings(cache=f"sqlite:///{tmp_path}/verdicts.sqlite"))
     assert len(calls) == verdict_cache.DEFAULT_OPEN_ATTEMPTS
