@@ -27,20 +27,32 @@ def create_app(path_or_settings: Union[str, "Settings"]) -> "GatewayApp":
 
 
 def wsgi_application(path: str):
-    """`application` for a `.wsgi` script: the gateway for the INI file at `path`, or, when it cannot be built (a
-    bad INI file put in place before `apachectl -k graceful`), an app that answers every request with a JSON 503
-    naming the problem, logged once, instead of an import error and Apache's HTML 500 page on every request."""
+    """`application` for a `.wsgi` script: the gateway for the INI file at `path`, switched to a new one when the
+    file changes (reload.py); while the file cannot be built (a bad INI file put in place before `apachectl -k
+    graceful`), an app that answers every request with a JSON 503 naming the problem, logged once, instead of an
+    import error and Apache's HTML 500 page on every request."""
+    from .reload import ReloadingApp
+
+    return ReloadingApp(path, build_gateway)
+
+
+def build_gateway(path: str, previous: object = None):
+    """(app, problem): the gateway for `path` with its start-up warnings logged, or (UnavailableApp, why not); a
+    gateway replacing `previous` keeps its metrics."""
     try:
-        app = create_app(path)
+        from .app import GatewayApp
+        from .config import load_settings
+
+        app = GatewayApp(load_settings(path), metrics=getattr(previous, "metrics", None))
     except Exception as error:  # noqa: BLE001 - whatever stops the gateway, clients must get an answer they read
         import logging
 
         from .config import ConfigError
-        from .unavailable import UnavailableApp
+        from .unavailable import UnavailableApp, describe
 
         if not isinstance(error, ConfigError):
             logging.getLogger(__name__).exception("the gateway could not be built from %s", path)
-        return UnavailableApp(error)
+        return UnavailableApp(error), describe(error)
     from .advice import config_warnings
     from .audit import log_event
     from .permissions import Account, permission_problems
@@ -50,4 +62,4 @@ def wsgi_application(path: str):
 
     for problem in permission_problems(app.settings, Account.current()):
         log_event("permission_problem", what=problem.what, path=problem.path, problem=problem.reason, fix=problem.fix)
-    return app
+    return app, None

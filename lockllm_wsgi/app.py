@@ -60,14 +60,16 @@ _ACCOUNT_MESSAGES = {
 
 
 class GatewayApp:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
         self.settings = settings
         self.routes: tuple[tuple[Route, WireFormat], ...] = tuple((r, FORMATS[r.format]) for r in settings.routes)
         self.scanner = make_scanner(settings.scanner)
         self.relay = Relay(settings.upstream)
         self.counters = Counters()
         self.audit = AuditLog(settings.audit)
-        self.metrics = Metrics(settings.metrics)
+        # A reloaded gateway keeps counting where the one it replaces stopped (reload.py).
+        self.metrics = metrics if metrics is not None and metrics.settings == settings.metrics else Metrics(
+            settings.metrics)
         self.ops = OpsEndpoints(settings, self.metrics, lambda: getattr(self.scanner, "account_problem", None),
                                 self.scanner)
         self.limiter = RateLimiter(settings.ratelimit) if settings.ratelimit.enabled else None
@@ -76,6 +78,16 @@ class GatewayApp:
                   routes=[route.prefix or "/" for route in settings.routes],
                   note="no LockLLM key configured: scanning with the built-in offline scanner"
                   if settings.scanner.backend == "offline" and not settings.scanner.api_key else None)
+
+    def set_reload_problem(self, problem: str | None) -> None:
+        """Why the INI file's last change was not taken (reload.py): shown by /readyz and the metrics."""
+        self.ops.reload_problem = problem
+        self.metrics.config_reload_failed(problem is not None)
+
+    def close(self) -> None:
+        """Release the scan pool, the cache writer and the provider connections (a replaced gateway's)."""
+        self.scanner.close()
+        self.relay.close()
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         answered = self.ops(environ, start_response)

@@ -69,6 +69,8 @@ class OpsEndpoints:
         # The scan client's last word on the gateway's key or credit: reachable is not enough to be ready.
         self.account_problem = account_problem
         self.scanner = scanner
+        # Why the INI file's last change was not taken (reload.py); readiness stays 200 on it.
+        self.reload_problem: str | None = None
         if settings.scanner.cache != "off" and settings.scanner.backend == "lockllm" and scanner is not None:
             metrics.cache_in_use(unused_cache(getattr(scanner, "session", None)) is None)
         self._answers: dict[str, Callable[[], tuple[str, str, bytes]]] = {
@@ -97,7 +99,8 @@ class OpsEndpoints:
         # The configuration was loaded and validated when the app was built; the rest is checked live.
         cache, cache_trouble = cache_check(self.settings, self.scanner)
         scanner = scanner_problem(self.settings) or self.account_problem()
-        checks = {"config": "ok", "cache": cache, "scanner": scanner or "ok"}
+        config = "ok" if self.reload_problem is None else f"last change not applied: {self.reload_problem}"
+        checks = {"config": config, "cache": cache, "scanner": scanner or "ok"}
         ready = cache_trouble is None and scanner is None
         body = json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}).encode() + b"\n"
         return ("200 OK" if ready else "503 Service Unavailable"), "application/json", body

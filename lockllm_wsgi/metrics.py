@@ -19,6 +19,8 @@ import sys
 import tempfile
 import threading
 
+from typing import Any
+
 from .config import ConfigError, MetricsSettings
 from .record import RequestRecord
 
@@ -86,6 +88,7 @@ class Metrics:
     """The gateway's metrics, in their own registry (one per app, so several apps in a process do not clash)."""
 
     def __init__(self, settings: MetricsSettings):
+        self.settings = settings
         self.multiprocess_dir = settings.multiprocess_dir
         if not self.multiprocess_dir:
             default = default_multiprocess_dir()
@@ -113,6 +116,7 @@ class Metrics:
                                registry=self.registry)
         self._retries_lock = threading.Lock()
         self._retries_seen = 0
+        self._reload_gauge: Any = None
 
     def cache_in_use(self, in_use: bool) -> None:
         """Say whether this process's scans go through the configured verdict cache (0: it could not be opened at
@@ -123,6 +127,16 @@ class Metrics:
                       "cache, 0 when it could not be opened (scanning without it)", registry=self.registry,
                       multiprocess_mode="livemin")
         gauge.set(1 if in_use else 0)
+
+    def config_reload_failed(self, failed: bool) -> None:
+        """1 while the INI file's last change could not be taken (the process serves the last good settings)."""
+        from prometheus_client import Gauge
+
+        if self._reload_gauge is None:
+            self._reload_gauge = Gauge("lockllm_config_reload_failed", "1 while the configuration file's last change "
+                                       "was refused and the last good settings are served", registry=self.registry,
+                                       multiprocess_mode="livemax")
+        self._reload_gauge.set(1 if failed else 0)
 
     def observe(self, record: RequestRecord, retries_total: int | None = None) -> None:
         """Count one finished request from its record (the same facts the request log line carries)."""

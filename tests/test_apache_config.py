@@ -91,10 +91,9 @@ def test_render_defines_replaces_only_the_given_values():
 def test_the_written_script_binds_the_app_to_its_config(public_config, tmp_path):
     script = write_script(str(tmp_path / "lockllm.wsgi"), public_config)
     assert oct(os.stat(script).st_mode & 0o777) == "0o644"
-    application = runpy.run_path(script)["application"]
-    assert isinstance(application, GatewayApp) and application.settings.source == public_config
-    application.scanner.close()
-    application.relay.close()
+    application = runpy.run_path(script)["application"]  # reloads its config when the file changes (reload.py)
+    assert isinstance(application.current, GatewayApp) and application.current.settings.source == public_config
+    application.current.close()
 
 
 @needs_express  # its LoadModule line comes from `mod_wsgi-express module-config`

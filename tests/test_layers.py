@@ -19,7 +19,7 @@ LAYERS = [
     {"config"},
     {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides", "permissions", "advice"},
     {"health", "scan", "proxy_headers"},
-    {"app", "apache_config", "express", "unavailable"},
+    {"app", "apache_config", "express", "unavailable", "reload"},
     {"cli", "__init__", "wsgi"},
 ]
 RANK = {name: rank for rank, layer in enumerate(LAYERS) for name in layer}

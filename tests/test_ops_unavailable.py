@@ -76,10 +76,9 @@ def test_a_good_configuration_builds_the_gateway(tmp_path):
     path = tmp_path / "lockllm.ini"
     path.write_text(BAD_INI.replace("timeout = soon", "timeout = 5"))
     app = wsgi_application(str(path))
-    assert not isinstance(app, UnavailableApp)
+    assert not isinstance(app.current, UnavailableApp)
     assert Client(app).get("/healthz").status_code == 200
-    app.scanner.close()
-    app.relay.close()
+    app.current.close()
 
 
 def test_the_openai_sdk_reads_it(broken):
