@@ -426,8 +426,10 @@ def open_loop(url: str, make_body, rate: float, count: int, workers: int = 16,
     return good
 
 
-def closed_loop(url: str, make_body, concurrency: int, seconds: float) -> tuple[float, int]:
-    """Requests/s with `concurrency` clients sending back to back for `seconds`; (rate, failures)."""
+def closed_loop(url: str, make_body, concurrency: int, seconds: float,
+                latencies: list[float] | None = None) -> tuple[float, int]:
+    """Requests/s with `concurrency` clients sending back to back for `seconds`; (rate, failures). Each
+    successful request's time is appended to `latencies` when given."""
     parts = urlsplit(url)
     headers = {"Content-Type": "application/json"}
     local = _Client()
@@ -439,6 +441,7 @@ def closed_loop(url: str, make_body, concurrency: int, seconds: float) -> tuple[
         counter = 0
         while time.perf_counter() < stop:
             counter += 1
+            sent = time.perf_counter()
             try:
                 ok = _request(local, parts.hostname, parts.port, parts.path, make_body(slot * 1_000_000 + counter),
                               headers) == 200
@@ -446,6 +449,8 @@ def closed_loop(url: str, make_body, concurrency: int, seconds: float) -> tuple[
                 ok = False
             if ok:
                 done[slot] += 1
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - sent)
             else:
                 failed[slot] += 1
         if local.conn is not None:

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._harness import CHAT_PATH, Stack, chat_body, closed_loop, table  # noqa: E402
+from benchmarks._harness import CHAT_PATH, Stack, chat_body, closed_loop, ms, pct, table  # noqa: E402
 
 SHAPES = ((2, 15, "relay"), (2, 15, "gateway"), (1, 15, "gateway"), (4, 15, "gateway"), (2, 5, "gateway"),
           (2, 30, "gateway"), (4, 5, "gateway"))
@@ -24,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--default-only", action="store_true", help="only the bare relay and gateway at 2 x 15")
     args = parser.parse_args()
     body = chat_body("What is the capital of France? Answer in one word.")
     make = lambda index: body  # noqa: E731
@@ -32,15 +33,16 @@ def main() -> None:
     rows = []
     with Stack() as stack:
         direct, _ = closed_loop(stack.provider_url + CHAT_PATH, make, args.concurrency, args.seconds)
-        rows.append(["direct (fake provider)", "-", "-", f"{direct:.0f}", 0])
-        for processes, threads, kind in SHAPES:
+        rows.append(["direct (fake provider)", "-", "-", f"{direct:.0f}", "-", "-", 0])
+        for processes, threads, kind in (SHAPES[:2] if args.default_only else SHAPES):
             served = stack.serve(kind, "express", processes=processes, threads=threads)
             closed_loop(served.url + CHAT_PATH, make, args.concurrency, 1.0)  # warm every process
-            rate, failed = closed_loop(served.url + CHAT_PATH, make, args.concurrency, args.seconds)
+            latencies: list[float] = []
+            rate, failed = closed_loop(served.url + CHAT_PATH, make, args.concurrency, args.seconds, latencies)
             rows.append([kind + (" (default)" if (processes, threads) == (2, 15) else ""), processes, threads,
-                         f"{rate:.0f}", failed])
+                         f"{rate:.0f}", ms(pct(latencies, 50)), ms(pct(latencies, 99)), failed])
             served.stop()
-    print(table(["served", "processes", "threads", "req/s", "failed"], rows))
+    print(table(["served", "processes", "threads", "req/s", "p50 ms", "p99 ms", "failed"], rows))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ at one place::
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import random
@@ -30,7 +31,7 @@ from werkzeug.http import parse_date
 from .config import ScannerSettings
 from .breaker import CircuitBreaker
 from .verdict import ScannerUnavailable, Verdict, parse_block, parse_verdict
-from .verdict_cache import BackgroundWriter, cached_verdict, open_cached_session
+from .verdict_cache import BackgroundWriter, UncachedSession, open_verdict_store
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,12 @@ class LockLLMScanner:
         # Verdicts are stored after the answer, by one writer thread: the 0.3-0.5 ms of a cache write is not on
         # the request's time, and this process's repeats are answered by the memo meanwhile.
         self.writer = BackgroundWriter() if settings.cache != "off" else None
-        self.session = (open_cached_session(settings, key_identity, self.writer) if settings.cache != "off"
-                        else requests.Session())
+        # The verdict cache (requests-cache's storage, looked up and written directly: verdict_cache.VerdictStore)
+        # and the session that asks LockLLM when it has no verdict.
+        self.store, cache_problem = (open_verdict_store(settings, key_identity, self.writer) if settings.cache != "off"
+                                     else (None, None))
+        # A cache that could not be opened is named by the session (health.py: /readyz and the metrics say so).
+        self.session = UncachedSession(cache_problem) if cache_problem else requests.Session()
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=workers)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
@@ -122,9 +127,9 @@ class LockLLMScanner:
         self._memo_lock = threading.Lock()
         # A scanner failing again and again is not waited for on every request (breaker.py); cached verdicts still go.
         self.breaker = CircuitBreaker()
-        self._scan_guarded = self.breaker.guard(self._scan_piece, lambda text, asked: cached_verdict(
-            self.session, settings.url, {"input": text, "sensitivity": asked["X-LockLLM-Sensitivity"]},
-            {**self._headers, **asked}), budget=settings.timeout)
+        self._scan_guarded = self.breaker.guard(
+            self._scan_piece, lambda text, asked: self._stored(text, asked, *self._request(text, asked))[0],
+            budget=settings.timeout)
 
     @staticmethod
     def _memo_key(text: str, asked: dict[str, str]) -> bytes:
@@ -193,9 +198,33 @@ class LockLLMScanner:
             raise ScannerUnavailable(f"scan failed: {type(failure).__name__}") from failure
         return [Verdict.worst([future.result() for future in job]) for job in jobs]
 
+    def _request(self, text: str, asked: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+        """The scan call's body and headers; the body is encoded once: its bytes are both what is sent and part of
+        the cache key."""
+        return (json.dumps({"input": text, "sensitivity": asked["X-LockLLM-Sensitivity"]}).encode(),
+                {**self._headers, **asked})
+
+    def _stored(self, text: str, asked: dict[str, str], body: bytes,
+                headers: dict[str, str]) -> tuple[Verdict | None, str | None]:
+        """(the verdict the cache holds for this scan call or None, its cache key or None without a cache)."""
+        if self.store is None:
+            return None, None
+        key = self.store.key(self.settings.url, headers, body)
+        stored = self.store.lookup(key)
+        if stored is None:
+            return None, key
+        try:
+            verdict = parse_verdict(stored.json())
+        except (ValueError, ScannerUnavailable):
+            return None, key  # a stored entry the parser refuses is a miss: scanned live, stored again
+        self._remember(text, asked, verdict, stored.expires)
+        return replace(verdict, cached=True), key
+
     def _scan_piece(self, text: str, deadline: float, asked: dict[str, str]) -> Verdict:
-        payload = {"input": text, "sensitivity": asked["X-LockLLM-Sensitivity"]}
-        headers = {**self._headers, **asked}
+        body, headers = self._request(text, asked)
+        stored, key = self._stored(text, asked, body, headers)
+        if stored is not None:
+            return stored
         problem, status = "not attempted", 0
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - time.monotonic()
@@ -207,7 +236,7 @@ class LockLLMScanner:
             wait_before_retry = 0.0
             try:
                 response = self.session.post(
-                    self.settings.url, json=payload, headers=headers, timeout=(remaining, remaining),
+                    self.settings.url, data=body, headers=headers, timeout=(remaining, remaining),
                     allow_redirects=False,
                 )
             except requests.RequestException as error:
@@ -221,9 +250,10 @@ class LockLLMScanner:
                             raise ScannerUnavailable("scanner answered 200 with a body that is not JSON") from None
                         verdict = parse_verdict(data)
                         self.account_problem = None
-                        cached = bool(getattr(response, "from_cache", False))
-                        self._remember(text, asked, verdict, getattr(response, "expires", None) if cached else None)
-                        return replace(verdict, cached=cached)
+                        if key is not None:  # only a verdict the parser accepted is kept (scrubbed: verdict_cache)
+                            self.store.save(key, response)
+                        self._remember(text, asked, verdict, None)
+                        return replace(verdict, cached=False)
                     status = response.status_code
                     blocked = parse_block(status, _json_or_none(response))
                     if blocked is not None:
@@ -275,6 +305,8 @@ class LockLLMScanner:
         self._plain.close()
         if self.writer is not None:
             self.writer.close()
+        if self.store is not None:
+            self.store.close()
         self.session.close()
 
 

@@ -11,7 +11,6 @@ serializer is JSON (a tampered entry cannot run code), and any cache error is a 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ import random
 import sqlite3
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 import requests
@@ -30,7 +30,7 @@ from requests_cache.serializers.preconf import json_preconf_stage
 
 from .config import ScannerSettings
 from .stores import Outage, create_private_file, is_redis, masked_url, redis_client
-from .verdict import ScannerUnavailable, Verdict, parse_verdict
+from .verdict import ScannerUnavailable, parse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ DEFAULT_WRITE_QUEUE = 256
 DEFAULT_OPEN_ATTEMPTS = 6
 OPEN_BACKOFF_SECONDS = 0.05
 _sleep = time.sleep  # the pause between attempts (tests replace it, never time.sleep itself)
+# Page cache of each thread's read connection (SQLite's default is 2 MiB each); lookups touch a few pages.
+READER_CACHE_KIB = 256
 
 
 class BackgroundWriter:
@@ -161,6 +163,17 @@ class _Forgiving:
     def get_response(self, key, default=None):
         return self._guarded("read", lambda: super(_Forgiving, self).get_response(key, default), default)
 
+    def get_verdict(self, key: str):
+        """The stored, unexpired response under `key`, or None: one read of the responses table (verdicts are
+        never stored under redirect aliases), any failure a miss."""
+        response = self._guarded("read", lambda: self._load(key))
+        if response is None or response.is_expired:
+            return None
+        return response
+
+    def _load(self, key: str):
+        return self.responses.get(key)
+
     def save_response(self, response, cache_key=None, expires=None):
         def write():
             self._guarded("write", lambda: super(_Forgiving, self).save_response(response, cache_key, expires))
@@ -179,7 +192,26 @@ class _Forgiving:
 
 
 class ForgivingSQLiteCache(_Forgiving, SQLiteCache):
-    """The verdict cache of one node: a SQLite file shared by its processes (WAL, busy timeout)."""
+    """The verdict cache of one node: a SQLite file shared by its processes (WAL, busy timeout).
+
+    Lookups use a read connection of their own per thread: requests-cache's one connection is shared with the
+    writer thread, so a lookup waited behind the write transaction of another verdict (0.7 ms a read under load,
+    against 0.04 ms alone); under WAL, readers on their own connections never wait for the writer."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._readers = threading.local()
+
+    def _load(self, key: str):
+        connection = getattr(self._readers, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.responses.db_path, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,
+                                         isolation_level=None, check_same_thread=False)
+            connection.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")  # the OS caches the file; keep this small
+            connection.execute("PRAGMA query_only=1")
+            self._readers.connection = connection
+        row = connection.execute("SELECT value FROM responses WHERE key=?", (key,)).fetchone()
+        return self.responses.deserialize(key, row[0]) if row else None
 
 
 class ForgivingRedisCache(_Forgiving, RedisCache):
@@ -227,25 +259,6 @@ def _is_contention(error: sqlite3.OperationalError) -> bool:
     return name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in str(error)
 
 
-def cached_verdict(session: requests.Session, url: str, payload: dict, headers: dict) -> Verdict | None:
-    """The verdict the cache behind `session` holds for this scan, without asking the scanner; None when there is
-    none (or no cache). Used while the scanner's circuit breaker is open."""
-    if not isinstance(session, CachedSession):
-        return None
-    try:
-        response = session.post(url, json=payload, headers=headers, only_if_cached=True)
-    except Exception:  # noqa: BLE001 - a cache that cannot answer is a miss
-        return None
-    with response:
-        if response.status_code != 200 or not getattr(response, "from_cache", False):
-            return None
-        try:
-            verdict = parse_verdict(response.json())
-        except (ValueError, ScannerUnavailable):
-            return None
-    return dataclasses.replace(verdict, cached=True)
-
-
 def cache_problem(settings: ScannerSettings) -> str | None:
     """Why the configured cache cannot be used right now, or None when it can (or caching is off)."""
     if settings.cache == "off":
@@ -276,20 +289,80 @@ def unused_cache(session: object) -> str | None:
     return session.cache_problem if isinstance(session, UncachedSession) else None
 
 
+def verdict_key_fn(key_identity: str) -> Callable[..., str]:
+    """requests-cache's `key_fn`: a hash of what changes a verdict, never the text itself."""
+
+    def cache_key(request, **_kwargs) -> str:
+        return verdict_key(request.method, request.url, key_identity, request.headers.items(), request.body or b"")
+
+    return cache_key
+
+
+def verdict_key(method: str, url: str, key_identity: str, headers, body: bytes) -> str:
+    """The cache key: method, scanner URL, the key's identity, what LockLLM was asked to check (the X-LockLLM-*
+    headers change the verdict as much as the text does) and the body (text and sensitivity), hashed."""
+    digest = hashlib.sha256()
+    asked = "\n".join(f"{name}:{value}" for name, value in sorted(headers)
+                      if name.lower().startswith("x-lockllm-")).encode()
+    for part in (method.encode(), url.encode(), key_identity.encode(), asked, body):
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class VerdictStore:
+    """The verdict cache as the scan client uses it: look a verdict up, store a fresh one after the answer.
+
+    The storage is requests-cache's (its SQLite or Redis backend, its CachedResponse model, the scrubbing JSON
+    serializer above, its expiry); what is left out is CachedSession's per-request machinery (cache policy from
+    headers, a second lookup for redirect aliases, the synchronous save), which cost 1-1.5 ms of CPU per
+    cache miss (docs/benchmarks.md). A miss is sent by the caller's own session; only a usable verdict is stored::
+
+        store = open_verdict_store(settings.scanner, key_identity, writer)
+        key = store.key(url, headers, body)
+        cached = store.lookup(key)            # CachedResponse or None
+        store.save(key, response)             # after parse_verdict accepted it; queued for the writer thread
+    """
+
+    def __init__(self, backend: BaseCache, key_identity: str, ttl: float):
+        self.backend = backend
+        self.key_identity = key_identity
+        self.ttl = ttl
+
+    def key(self, url: str, headers: dict[str, str], body: bytes) -> str:
+        return verdict_key("POST", url, self.key_identity, headers.items(), body)
+
+    def lookup(self, key: str):
+        return self.backend.get_verdict(key)  # type: ignore[attr-defined]
+
+    def save(self, key: str, response: requests.Response) -> None:
+        expires = datetime.now(timezone.utc) + timedelta(seconds=self.ttl)
+        self.backend.save_response(response, cache_key=key, expires=expires)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def open_verdict_store(settings: ScannerSettings, key_identity: str,
+                       writer: BackgroundWriter | None = None) -> tuple[VerdictStore | None, str | None]:
+    """(the verdict store for `settings.cache`, None); (None, why) if the cache cannot be opened (logged), and the
+    scans go uncached. With a `writer`, verdicts are stored by its thread after the answer."""
+    try:
+        backend = open_backend(settings)
+    except (OSError, sqlite3.Error) as error:
+        log.error(
+            '{"event": "cache_unavailable", "cache": "%s", "error": "%s", "effect": "scanning without a cache"}',
+            masked_url(settings.cache), str(error).replace('"', "'"),
+        )
+        return None, f"{masked_url(settings.cache)}: {type(error).__name__}: {error}"
+    backend.writer = writer  # type: ignore[attr-defined]
+    return VerdictStore(backend, key_identity, float(settings.cache_ttl)), None
+
+
 def open_cached_session(settings: ScannerSettings, key_identity: str,
                         writer: BackgroundWriter | None = None) -> requests.Session:
     """A CachedSession for `settings.cache`; if the cache cannot be opened, an UncachedSession (logged). With a
     `writer`, verdicts are stored by its thread after the answer, instead of on the request's own time."""
-
-    def cache_key(request, **_kwargs) -> str:
-        digest = hashlib.sha256()
-        # What LockLLM was asked to check (the X-LockLLM-* headers) changes the verdict as much as the text does.
-        asked = "\n".join(f"{name}:{value}" for name, value in sorted(request.headers.items())
-                          if name.lower().startswith("x-lockllm-")).encode()
-        for part in (request.method.encode(), request.url.encode(), key_identity.encode(), asked, request.body or b""):
-            digest.update(part if isinstance(part, bytes) else part.encode())
-            digest.update(b"\0")
-        return digest.hexdigest()
 
     try:
         backend = open_backend(settings)
@@ -299,7 +372,7 @@ def open_cached_session(settings: ScannerSettings, key_identity: str,
             expire_after=settings.cache_ttl,
             allowable_methods=("POST",),
             allowable_codes=(200,),
-            key_fn=cache_key,
+            key_fn=verdict_key_fn(key_identity),
             filter_fn=_is_usable_verdict,
             stale_if_error=False,
         )

@@ -1,0 +1,115 @@
+"""Against a scanner that takes as long as LockLLM does (150 ms a call): time in scanner round trips, and calls.
+
+Three loads, each counted at the fake scanner: the first turn of a long chat (64 fresh texts in one request), a
+50-turn chat that resends its history (time per turn should stay flat: only the turn's new texts are scanned), and
+50 clients at once, each sending a fresh text (the scan pool and the server's threads, not a queue, set the
+time). Goal: p50 within 1.5 round trips where one scan is due, 2 for the 64 texts of a first turn::
+
+    python benchmarks/concurrency.py [--delay-ms 150] [--clients 50] [--turns 50] [--modes werkzeug,express]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._harness import CHAT_PATH, Stack, chat_body, median, pct, post, table  # noqa: E402
+from benchmarks.conversation import SYSTEM, user_message  # noqa: E402
+from benchmarks.first_turn import first_turn  # noqa: E402
+
+
+def timed_post(url: str, body: bytes, headers: dict | None = None) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    status, data = post(url, body, headers)
+    assert status == 200, data
+    return time.perf_counter() - started, data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--delay-ms", type=float, default=150.0)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the concurrent load (default 3)")
+    parser.add_argument("--turns", type=int, default=50)
+    parser.add_argument("--texts", type=int, default=64)
+    parser.add_argument("--modes", default="werkzeug,express")
+    args = parser.parse_args()
+    trip = args.delay_ms / 1000
+    print(f"fake scanner answering after {args.delay_ms:g} ms; 'trips' = time / that delay; calls counted at the "
+          f"scanner; mod_wsgi-express is 2 processes x 15 threads")
+    rows = []
+    with Stack(scanner_delay_ms=args.delay_ms) as stack:
+        for mode in args.modes.split(","):
+            gateway = stack.serve("gateway", mode)
+            url = gateway.url + CHAT_PATH
+            timed_post(url, chat_body(f"warm up {secrets.token_hex(4)}"))  # imports, pools, connections
+
+            # 1. First turn: 64 fresh texts in one request.
+            times, calls = [], []
+            for _ in range(3):
+                before = stack.scanner_stats()["calls"]
+                times.append(timed_post(url, first_turn(args.texts))[0])
+                calls.append(stack.scanner_stats()["calls"] - before)
+            rows.append([mode, f"first turn, {args.texts} fresh texts", 3, f"{median(calls):g}",
+                         f"{median(times) * 1000:.0f}", f"{max(times) * 1000:.0f}", f"{median(times) / trip:.2f}"])
+
+            # 2. A conversation that resends its history: per-turn time stays flat.
+            messages = [{"role": "system", "content": SYSTEM + secrets.token_hex(4)}]
+            turn_times, turn_calls = [], []
+            for turn in range(1, args.turns + 1):
+                messages.append({"role": "user", "content": user_message(turn)})
+                before = stack.scanner_stats()["calls"]
+                took, data = timed_post(url, json.dumps({"model": "bench", "messages": messages}).encode(),
+                                        {"X-Bench-Reply-Chars": "600"})
+                turn_calls.append(stack.scanner_stats()["calls"] - before)
+                turn_times.append(took)
+                messages.append({"role": "assistant",
+                                 "content": json.loads(data)["choices"][0]["message"]["content"] + f" ({turn})"})
+            later = turn_times[1:]
+            rows.append([mode, f"{args.turns}-turn chat, every turn", args.turns, f"{median(turn_calls):g}",
+                         f"{median(turn_times) * 1000:.0f}", f"{max(turn_times) * 1000:.0f}",
+                         f"{median(turn_times) / trip:.2f}"])
+            first10, last10 = later[:10], later[-10:]
+            rows.append([mode, f"  turns 2-11 / last 10", f"{len(first10)} / {len(last10)}",
+                         f"{median(turn_calls[1:11]):g} / {median(turn_calls[-10:]):g}",
+                         f"{median(first10) * 1000:.0f} / {median(last10) * 1000:.0f}",
+                         f"{max(first10) * 1000:.0f} / {max(last10) * 1000:.0f}",
+                         f"{median(first10) / trip:.2f} / {median(last10) / trip:.2f}"])
+
+            # 3. Many clients at once, each with a fresh text.
+            latencies: list[float] = []
+            calls_before = stack.scanner_stats()["calls"]
+            for round_ in range(args.rounds):
+                run = secrets.token_hex(4)
+                gate = threading.Barrier(args.clients)
+                lock = threading.Lock()
+
+                def client(index: int) -> None:
+                    body = chat_body(f"Client {index} of round {run}: please summarise the attached notes.")
+                    gate.wait()
+                    took = timed_post(url, body)[0]
+                    with lock:
+                        latencies.append(took)
+
+                threads = [threading.Thread(target=client, args=(index,)) for index in range(args.clients)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(60)
+            per_request = (stack.scanner_stats()["calls"] - calls_before) / max(1, len(latencies))
+            rows.append([mode, f"{args.clients} clients at once, 1 fresh text each", len(latencies),
+                         f"{per_request:g}", f"{pct(latencies, 50) * 1000:.0f} (p99 {pct(latencies, 99) * 1000:.0f})",
+                         f"{max(latencies) * 1000:.0f}", f"{pct(latencies, 50) / trip:.2f}"])
+            gateway.stop()
+    print(table(["served", "load", "requests", "scan calls / request", "p50 ms", "max ms", "trips (p50)"], rows))
+
+
+if __name__ == "__main__":
+    main()
