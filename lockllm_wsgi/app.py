@@ -27,6 +27,8 @@ from .formats.openai import OpenAIFormat
 from .health import OpsEndpoints
 from .identity import client_identity
 from .metrics import Metrics
+from .output import (MAX_JUDGED_ANSWER_BYTES, OUTPUT_BLOCKED, AuditedBody, EnforcedStream, Judge, Outcome,
+                     judge_answer, judge_later, read_json_answer)
 from .overrides import request_action, request_policy, request_scanner
 from .policy import INJECTION, decide
 from .proxy_headers import blocked_message, lockllm_headers
@@ -132,6 +134,12 @@ class GatewayApp:
                 started: float) -> Iterable[bytes]:
         """Relay a bodyless call as it is; read, judge and then relay (or refuse) a POST."""
         method = record.method
+        if self.settings.output.mode == "enforce" and fmt.answer_kind(method, path) == "unread":
+            # Unknown means refuse: an answer the guard cannot read would reach the client unjudged. Refused before
+            # anything is scanned or sent, so nothing is paid for.
+            raise Refusal(self.settings.output.block_status, "output_not_judgeable", "This gateway judges every "
+                          f"answer before sending it and cannot read the answers of {method} {path} on a {fmt.name} "
+                          "route, so the call was not sent; ask the operator (see the README's Output guard).")
         if method in BODYLESS_METHODS:
             if read_body(environ, self.settings.limits.max_body_bytes):
                 raise Refusal(400, "unexpected_body", f"A {method} request must not carry a body.")
@@ -154,6 +162,12 @@ class GatewayApp:
         policy = request_action(environ, policy)
         scanner = request_scanner(environ, self.settings.scanner, policy.client_overrides)
         collector = self._extract(fmt, path, document, policy)
+        role = environ.get(policy.role_from) if policy.role_from else None
+        # What the answer is judged with, if the output guard is on: the same scanner settings and threshold, and
+        # the system and developer texts an answer must not reproduce.
+        record.judged_with = (scanner, policy.thresholds.get(role, policy.threshold) if role else policy.threshold)
+        record.system_texts = tuple(segment.text for segment in collector.segments
+                                    if (segment.role or "").lower() in ("system", "developer"))
         record.stream = fmt.is_stream(path, document)
         record.segments, record.non_text_parts = len(collector.segments), len(collector.non_text)
         if collector.non_text and policy.non_text_parts == "block":
@@ -163,7 +177,6 @@ class GatewayApp:
         verdicts = self._scan(units, record, scanner)
         if verdicts is None:
             return None  # failed open: the scanner is down and the operator chose to relay
-        role = environ.get(policy.role_from) if policy.role_from else None
         decision = decide(verdicts, units, policy, scanner, role)
         record.decision, record.score, record.threshold = decision.action, decision.score, decision.threshold
         record.trigger, record.role, record.code = decision.trigger, role, decision.code
@@ -255,6 +268,10 @@ class GatewayApp:
         headers = request_headers(environ)
         if rewritten:  # a stripped body is plain JSON, whatever the client's encoding was
             headers.pop("Content-Encoding", None)
+        guarding = self.settings.output.mode != "off" and fmt.answer_kind(record.method, path) != "none"
+        if guarding:  # the guard reads answers as sent: no compressed ones
+            headers = {name: value for name, value in headers.items() if name.lower() != "accept-encoding"}
+            headers["Accept-Encoding"] = "identity"
         # The format may re-sign for the upstream (Bedrock's SigV4); a client's own signature never passes.
         headers = fmt.upstream_headers(route.options, record.method, url, headers, body)
         upstream_started = time.monotonic()
@@ -271,9 +288,79 @@ class GatewayApp:
         upstream_has_id = any(name.lower() == "x-request-id" for name, _ in headers_out)
         headers_out += [header for header in self._gateway_headers(record)
                         if not (upstream_has_id and header[0] == "X-Request-Id")]
+        answer, finish = (self._guard(fmt, path, status, headers_out, upstream_body, record) if guarding
+                          else (upstream_body, self._finish))
         self.counters.add(record.decision)
         start_response(f"{status} {reason or 'Upstream'}", headers_out)
-        return _LoggedBody(upstream_body, record, started, self._finish)
+        return _LoggedBody(answer, record, started, finish)
+
+    def _guard(self, fmt: WireFormat, path: str, status: int, headers_out: list[tuple[str, str]], body: UpstreamBody,
+               record: RequestRecord) -> tuple[Iterable[bytes], Callable[[RequestRecord], None]]:
+        """The output guard (output.py): the answer as it is relayed, and what finishes the request after it.
+        Raises the refusal of an unsafe plain answer in enforce mode."""
+        settings = self.settings.output
+        if not 200 <= status < 300:
+            return body, self._finish  # the provider's own error: no model text
+        if fmt.answer_kind(record.method, path) == "unread":
+            record.output = "unjudged"  # audit mode (enforce refused the call before sending it)
+            return body, self._finish
+        found = {name.lower(): value.lower() for name, value in headers_out}
+        stream = found.get("content-type", "").startswith("text/event-stream")
+        if found.get("content-encoding", "identity") != "identity" or not (stream or "json" in found.get(
+                "content-type", "")):
+            record.output = "unjudged"
+            if settings.mode == "enforce":
+                body.close()
+                raise Refusal(502, "output_not_judgeable", "The provider answered in a form the gateway cannot "
+                              "judge (compressed, or not JSON), so the answer was not sent.")
+            return body, self._finish
+        scanner, threshold = record.judged_with or (self.settings.scanner, self.settings.policy.threshold)
+        judge = Judge(self.scanner, settings, scanner, threshold, record.system_texts, self.settings.scanner.timeout)
+        outcome, fail_open = Outcome(), self.settings.scanner.fail_mode == "open"
+        if settings.mode == "audit":
+            audited = AuditedBody(body, fmt, path, stream)
+
+            def finish_later(done: RequestRecord) -> None:
+                def judge_then_finish() -> None:
+                    try:
+                        texts = audited.texts()
+                        if texts is None:
+                            done.output = "unjudged"
+                        else:
+                            judge_answer(judge, texts, outcome, fail_open)
+                            _record_outcome(done, outcome, flag_only=True)
+                    finally:
+                        self._finish(done)
+                judge_later(judge_then_finish)
+
+            return audited, finish_later
+        if stream:
+            def error_event(code: str, message: str) -> bytes:
+                refusal = Refusal(503 if code == "scanner_unavailable" else settings.block_status, code, message)
+                return fmt.stream_error_event(refusal, record.request_id)
+
+            enforced = EnforcedStream(body, fmt.stream_reader(path), judge, outcome, settings.holdback_chars,
+                                      fail_open, error_event)
+            return enforced, lambda done: (_record_outcome(done, outcome), self._finish(done))[-1]
+        raw = b""
+        try:
+            for chunk in body:
+                raw += chunk
+                if len(raw) > MAX_JUDGED_ANSWER_BYTES:
+                    record.output = "unjudged"
+                    raise Refusal(502, "output_not_judgeable", "The answer is too large for the gateway to judge, "
+                                  "so it was not sent.")
+        finally:
+            body.close()
+        allowed = judge_answer(judge, read_json_answer(fmt, path, raw), outcome, fail_open)
+        _record_outcome(record, outcome)
+        if not allowed and outcome.decision == "fail_closed":
+            raise Refusal(503, "scanner_unavailable", "The answer could not be judged (the prompt scanner is "
+                          "unavailable), so it was not sent; try again shortly.")
+        if not allowed:
+            raise Refusal(settings.block_status, OUTPUT_BLOCKED, "The model's answer was withheld by the gateway's "
+                          f"output guard ({', '.join(outcome.findings)}).")
+        return [raw], self._finish
 
     def _refuse(self, start_response, fmt: WireFormat, refusal: Refusal, record: RequestRecord,
                 started: float) -> Iterable[bytes]:
@@ -302,6 +389,15 @@ class GatewayApp:
         if record.proxy_headers:
             return ids + list(record.proxy_headers)
         return ids + [("X-LockLLM-Scanned", "false"), ("X-LockLLM-Safe", "unknown")]
+
+
+def _record_outcome(record: RequestRecord, outcome: Outcome, flag_only: bool = False) -> None:
+    """The output guard's outcome on the request record; in audit mode a finding is "flagged", never "blocked"."""
+    record.output = "flagged" if flag_only and outcome.decision == "blocked" else outcome.decision
+    record.output_findings = outcome.findings or None
+    record.output_trigger = outcome.trigger if outcome.findings else None
+    record.output_scans = outcome.scans or None
+    record.output_ms = outcome.ms or None
 
 
 class _LoggedBody:

@@ -139,8 +139,10 @@ class AuditLog:
         self.settings = settings
 
     def write(self, record: Mapping[str, object]) -> None:
-        # A stripped body is the one case where the provider got other bytes than the client sent: always audited.
-        if not self.settings.path or (record.get("decision") not in AUDITED_DECISIONS and not record.get("pii_stripped")):
+        # A stripped body is the one case where the provider got other bytes than the client sent: always audited;
+        # so is an answer the output guard found something in.
+        if not self.settings.path or (record.get("decision") not in AUDITED_DECISIONS and not record.get("pii_stripped")
+                                      and not record.get("output_findings")):
             return
         fields = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         fields.update((key, record[key]) for key in _LEADING_FIELDS[1:] if key in record)

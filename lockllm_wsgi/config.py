@@ -314,6 +314,25 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True)
+class OutputSettings:
+    # What the gateway does with the model's answers: `off` (relayed unread), `audit` (relayed byte for byte as
+    # they arrive, judged after they end, findings logged) or `enforce` (an unsafe answer is refused, an unsafe
+    # stream cut with the provider's own error event).
+    mode: str = setting("off", _one_of("off", "audit", "enforce"))
+    # A system or developer text is "leaked" when the answer reproduces a run of this many characters of it
+    # (whitespace collapsed): long enough that a quoted common phrase is not a leak, short enough to catch a
+    # paragraph of a prompt.
+    leak_min_chars: int = setting(200, _positive_int)
+    # enforce, streams: text not yet judged that may be held back before it is judged (and then sent). Larger
+    # means fewer scans per answer and a later first token; a phrase within this many characters is judged whole
+    # before any of it is sent.
+    holdback_chars: int = setting(300, _positive_int)
+    # enforce, plain answers: the status of a refused answer; 422 is retried by no official SDK (they retry
+    # 408, 409, 429 and 5xx), and a retry would pay for the same generation again.
+    block_status: int = setting(422, _block_status)
+
+
+@dataclass(frozen=True)
 class Settings:
     scanner: ScannerSettings = ScannerSettings()
     policy: PolicySettings = PolicySettings()
@@ -325,6 +344,7 @@ class Settings:
     ops: OpsSettings = OpsSettings()
     metrics: MetricsSettings = MetricsSettings()
     ratelimit: RateLimitSettings = RateLimitSettings()
+    output: OutputSettings = OutputSettings()
     # [policy:NAME] sections: the [policy] keys each sets, applied over the route's policy for a request whose
     # WSGI environ names it in LOCKLLM_POLICY (SetEnv in Apache; a client cannot set the environ).
     named_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -498,6 +518,7 @@ def load_settings(path: str, environ: Mapping[str, str] | None = None) -> Settin
         ops=reader.settings("ops", OpsSettings),
         metrics=reader.settings("metrics", MetricsSettings),
         ratelimit=ratelimit,
+        output=reader.settings("output", OutputSettings),
         named_policies=named_policies,
         source=path,
     )

@@ -114,6 +114,9 @@ class Metrics:
                              ("result",), registry=self.registry)
         self.retries = Counter("lockllm_scanner_retries", "Scan calls retried after a 429, 5xx or connection error",
                                registry=self.registry)
+        self.output = Counter("lockllm_output_answers", "Answers seen by the output guard, by route, outcome (pass, "
+                              "flagged, blocked, fail_open, fail_closed, unjudged) and first finding",
+                              ("route", "outcome", "finding"), registry=self.registry)
         self._retries_lock = threading.Lock()
         self._retries_seen = 0
         self._reload_gauge: Any = None
@@ -149,6 +152,8 @@ class Metrics:
         if record.scans is not None and record.cache_hits is not None:
             self.cache.labels("hit").inc(record.cache_hits)
             self.cache.labels("miss").inc(record.scans - record.cache_hits)
+        if record.output is not None:
+            self.output.labels(route, record.output, (record.output_findings or ["none"])[0]).inc()
         if retries_total is not None:
             # The scanner keeps a running total per process; the counter takes what was added since last time.
             with self._retries_lock:

@@ -61,6 +61,11 @@ def unsafe_reasons(verdict: Verdict, threshold: float | None, actions: dict[str,
     return reasons
 
 
+def unsafe_reasons_for(verdict: Verdict, threshold: float | None, scanner: ScannerSettings) -> list[str]:
+    """unsafe_reasons with the actions the scanner settings name (the output guard judges answers this way)."""
+    return unsafe_reasons(verdict, threshold, _actions(scanner))
+
+
 def is_unsafe(verdict: Verdict, threshold: float | None, scanner: ScannerSettings) -> bool:
     return bool(unsafe_reasons(verdict, threshold, _actions(scanner)))
 

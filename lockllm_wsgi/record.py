@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields as dataclass_fields
 
 # Every line names these, set or not: an operator greps for `"route": null` as readily as for a route.
 _ALWAYS = frozenset({"request_id", "method", "route", "client", "user", "identity"})
+# Carried for later steps of the request, never written out.
+_NOT_LOGGED = frozenset({"proxy_headers", "system_texts", "judged_with"})
 
 
 @dataclass
@@ -46,6 +48,15 @@ class RequestRecord:
     pii_stripped: int | None = None  # texts relayed with LockLLM's redacted text in place (pii_action = strip)  # LockLLM's findings besides injection, blocking or allowed with a warning
     # LockLLM Proxy Mode's response headers for this request's verdict (proxy_headers.py); sent, not logged.
     proxy_headers: tuple[tuple[str, str], ...] = ()
+    # The request's system and developer texts, for the output guard's leak check; never logged.
+    system_texts: tuple[str, ...] = ()
+    # (scanner settings, threshold) the request was judged with, which its answer is judged with too; not logged.
+    judged_with: tuple | None = None
+    output: str | None = None  # the output guard: pass, flagged, blocked, fail_open, fail_closed, unjudged
+    output_findings: list[str] | None = None
+    output_trigger: str | None = None  # where in the answer (choices[0], content[1], ...)
+    output_scans: int | None = None
+    output_ms: float | None = None
     upstream_ms: float | None = None
     upstream_problem: str | None = None  # why the provider could not be reached (502/504), for the operator only
     status: int | None = None
@@ -57,4 +68,4 @@ class RequestRecord:
         """The record as the log line, audit record and metrics read it, in this order."""
         return {field.name: getattr(self, field.name) for field in dataclass_fields(self)
                 if field.name in _ALWAYS or (getattr(self, field.name) not in (None, ())
-                                             and field.name != "proxy_headers")}
+                                             and field.name not in _NOT_LOGGED)}

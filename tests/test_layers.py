@@ -18,7 +18,7 @@ LAYERS = [
     {"formats"},
     {"config"},
     {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides", "permissions", "advice"},
-    {"health", "scan", "proxy_headers"},
+    {"health", "scan", "proxy_headers", "output"},
     {"app", "apache_config", "express", "unavailable", "reload"},
     {"cli", "__init__", "wsgi"},
 ]

@@ -3,8 +3,9 @@
 A format is a `WireFormat`, whose methods name everything a format supplies to the request path: the endpoints it
 reads and how it walks their bodies into a `Collector` (`endpoints`, `extract`), whether a request streams, its
 error shape and vocabulary (so the provider's SDK raises its native exception), the headers sent upstream (a
-provider that authenticates per request re-signs here), the client identity a rate limit counts, and the route
-options it takes from the INI file. Adding a format is one module, one line in `_registry` and one test module
+provider that authenticates per request re-signs here), the client identity a rate limit counts, the route
+options it takes from the INI file, and, for the output guard, how its answers and streams are read and how its
+mid-stream error event looks. Adding a format is one module, one line in `_registry` and one test module
 (docs/new-format.md)::
 
     fmt = FORMATS["openai"]
@@ -21,6 +22,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Mapping
 
 from ..extract import Collector, UnknownShape
+from .answers import Piece, StreamReader
 from ..identity import provider_key
 from ..refusal import Refusal
 
@@ -90,6 +92,26 @@ class WireFormat(ABC):
                          body: bytes) -> dict[str, str]:
         """The headers sent upstream; a format whose provider authenticates per request (SigV4) re-signs here."""
         return headers
+
+    # --- answers, for the output guard (answers.py) ---------------------------------------------------------
+
+    def answer_kind(self, method: str, path: str) -> str:
+        """What the answer to this call holds for the output guard: "read" (model text this format reads),
+        "none" (no model text: embeddings, token counts, model lists) or "unread" (model text this format cannot
+        read yet; enforce mode refuses such calls). A format that reads no answers says "unread" everywhere."""
+        return "unread"
+
+    def answer_pieces(self, path: str, answer: Any) -> list[Piece]:
+        """The pieces of a plain JSON answer (its texts and tool calls); only called where answer_kind is "read"."""
+        raise NotImplementedError(f"the {self.name} format reads no answers")
+
+    def stream_reader(self, path: str) -> StreamReader:
+        """A reader for one streamed answer's events; only called where answer_kind is "read"."""
+        raise NotImplementedError(f"the {self.name} format reads no streams")
+
+    def stream_error_event(self, refusal: Refusal, request_id: str) -> bytes:
+        """The provider's own mid-stream error event, which makes its SDK raise while iterating."""
+        raise NotImplementedError(f"the {self.name} format has no stream error event")
 
 
 def json_bytes(value: Any) -> bytes:

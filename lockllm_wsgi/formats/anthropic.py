@@ -11,12 +11,14 @@ tool definitions. Images and binary documents are non-text parts. Errors take An
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
 from . import WireFormat, json_bytes, known_role, with_request_id
+from .answers import Piece, StreamReader, json_or_none, unreadable
 
 # Top-level keys that carry no text the model reads; `anthropic_version` and `anthropic_beta` are how the same
 # body is sent to Bedrock's InvokeModel. `mcp_servers` is absent on purpose: the tools it brings are fetched by
@@ -149,11 +151,76 @@ def messages(body: dict, collector: Collector) -> None:
             collector.strings(body[key], key, "response_format")
 
 
+# --- answers (the output guard) -------------------------------------------------------------------------------
+
+# Blocks whose text the model wrote, by type: the field holding it, and whether it is a tool call.
+_TEXT_BLOCKS = {"text": "text", "thinking": "thinking"}
+_TOOL_BLOCKS = frozenset({"tool_use", "server_tool_use"})
+# Stream deltas, by type: the field holding the text and whether it is a tool call's input. signature_delta
+# (a signature over thinking) and citations_delta (pointers into the request's documents) hold no model text.
+_DELTAS = {"text_delta": ("text", False), "thinking_delta": ("thinking", False),
+           "input_json_delta": ("partial_json", True)}
+_SILENT_DELTAS = frozenset({"signature_delta", "citations_delta"})
+# Events that carry no answer text (message_start's content is always empty; an error event is the provider's).
+_SILENT_EVENTS = frozenset({"message_start", "message_delta", "message_stop", "content_block_stop", "ping", "error"})
+
+
+def _block_pieces(block: Any, where: str) -> list[Piece]:
+    if not isinstance(block, dict):
+        return []
+    kind = block.get("type")
+    if kind in _TEXT_BLOCKS and isinstance(block.get(_TEXT_BLOCKS[kind]), str):
+        return [Piece(where, block[_TEXT_BLOCKS[kind]])]
+    if kind in _TOOL_BLOCKS:
+        pieces = [Piece(where, block["name"], tool=True)] if isinstance(block.get("name"), str) else []
+        if block.get("input"):  # a stream's content_block_start has `{}`: the input follows in deltas
+            pieces.append(Piece(where, json.dumps(block["input"], ensure_ascii=False), tool=True))
+        return pieces
+    return []
+
+
+class _MessagesStream(StreamReader):
+    def feed(self, event: str | None, data: str) -> list[Piece]:
+        if event in _SILENT_EVENTS or not data.strip():
+            return []
+        payload = json_or_none(data)
+        if not isinstance(payload, dict):
+            return unreadable(data)
+        where = f"content[{payload.get('index')}]"
+        if event == "content_block_start":
+            return _block_pieces(payload.get("content_block"), where)
+        if event == "content_block_delta":
+            delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
+            if delta.get("type") in _SILENT_DELTAS:
+                return []
+            field, tool = _DELTAS.get(delta.get("type"), (None, False))
+            if field is not None and isinstance(delta.get(field), str):
+                return [Piece(where, delta[field], tool=tool)]
+        return unreadable(data)  # an event or delta type this reader does not know: judged as it is
+
+
 class AnthropicFormat(WireFormat):
     name = "anthropic"
     endpoints = (
         (re.compile(r"/v1/messages(/count_tokens)?$"), messages),
     )
+
+    def answer_kind(self, method: str, path: str) -> str:
+        if path.endswith("/count_tokens") or re.search(r"/v1/models(/[^/]+)?$", path):
+            return "none"
+        return "read" if method == "POST" and path.endswith("/v1/messages") else "unread"
+
+    def answer_pieces(self, path: str, answer: Any) -> list[Piece]:
+        content = answer.get("content") if isinstance(answer, dict) else None
+        return [piece for index, block in enumerate(content if isinstance(content, list) else [])
+                for piece in _block_pieces(block, f"content[{index}]")]
+
+    def stream_reader(self, path: str) -> StreamReader:
+        return _MessagesStream()
+
+    def stream_error_event(self, refusal: Refusal, request_id: str) -> bytes:
+        """`event: error`: the anthropic SDK raises an APIStatusError on it while iterating."""
+        return b"event: error\ndata: " + self.error_body(refusal, request_id)[1] + b"\n\n"
 
     def error_kind(self, status: int) -> str:
         # 529 is Anthropic's own "overloaded"; every other status keeps the shared vocabulary.

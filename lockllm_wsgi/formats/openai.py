@@ -13,10 +13,12 @@ shape, which `openai` turns into `BadRequestError` and friends::
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ..extract import Collector, UnknownShape, as_list, as_object
 from ..refusal import Refusal
 from . import Walker, WireFormat, json_bytes, known_role, with_request_id
+from .answers import Piece, StreamReader, json_or_none, unreadable
 
 # Top-level keys that carry no text the model reads (sampling, routing, bookkeeping). Any other key is unknown
 # and refused, so a field added to the API later cannot smuggle text past the scanner.
@@ -322,9 +324,90 @@ ENDPOINT_WALKERS: dict[str, Walker] = {
 }
 
 
+# --- answers (the output guard) -------------------------------------------------------------------------------
+
+# Answers with no model text: vectors, and the model list.
+_NO_ANSWER_TEXT = re.compile(r"(/embeddings|/models(/[^/]+)?)$")
+_READ_ANSWERS = re.compile(r"/(chat/)?completions$")
+
+
+def _message_pieces(message: Any, where: str) -> list[Piece]:
+    """The texts of one chat message or stream delta: content (a string or text parts), refusal, reasoning text
+    some hosts add, tool calls and the legacy function call. Tool-call deltas carry their own `index`."""
+    if not isinstance(message, dict):
+        return []
+    pieces = []
+    content = message.get("content")
+    if isinstance(content, str):
+        pieces.append(Piece(where, content))
+    elif isinstance(content, list):
+        pieces += [Piece(where, part["text"]) for part in content
+                   if isinstance(part, dict) and isinstance(part.get("text"), str)]
+    for key in ("refusal", "reasoning_content", "reasoning"):
+        if isinstance(message.get(key), str):
+            pieces.append(Piece(f"{where}.{key}", message[key]))
+    for position, call in enumerate(message.get("tool_calls") or []):
+        if not isinstance(call, dict):
+            continue
+        index = call.get("index", position)
+        for key in ("function", "custom"):
+            function = call.get(key)
+            if isinstance(function, dict):
+                for field in ("name", "arguments", "input"):
+                    if isinstance(function.get(field), str):
+                        pieces.append(Piece(f"{where}.tool_calls[{index}]", function[field], tool=True))
+    function_call = message.get("function_call")
+    if isinstance(function_call, dict):
+        pieces += [Piece(f"{where}.function_call", function_call[field], tool=True)
+                   for field in ("name", "arguments") if isinstance(function_call.get(field), str)]
+    return pieces
+
+
+def _choice_pieces(answer: Any, delta: bool) -> list[Piece]:
+    pieces: list[Piece] = []
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    for position, choice in enumerate(choices if isinstance(choices, list) else []):
+        if not isinstance(choice, dict):
+            continue
+        where = f"choices[{choice.get('index', position)}]"
+        if isinstance(choice.get("text"), str):  # legacy completions
+            pieces.append(Piece(where, choice["text"]))
+        pieces += _message_pieces(choice.get("delta" if delta else "message"), where)
+    return pieces
+
+
+class _ChatStream(StreamReader):
+    """`data: {chunk}` events and the closing `data: [DONE]`; an error event from the provider holds no answer."""
+
+    def feed(self, event: str | None, data: str) -> list[Piece]:
+        if data.strip() == "[DONE]" or not data.strip():
+            return []
+        chunk = json_or_none(data)
+        if not isinstance(chunk, dict) or event not in (None, "message"):
+            return unreadable(data)
+        if "error" in chunk and "choices" not in chunk:
+            return []
+        return _choice_pieces(chunk, delta=True)
+
+
 class OpenAIFormat(WireFormat):
     name = "openai"
     endpoints = tuple((re.compile(rf"/{suffix}$"), walk) for suffix, walk in ENDPOINT_WALKERS.items())
+
+    def answer_kind(self, method: str, path: str) -> str:
+        if _NO_ANSWER_TEXT.search(path):
+            return "none"
+        return "read" if method == "POST" and _READ_ANSWERS.search(path) else "unread"
+
+    def answer_pieces(self, path: str, answer: Any) -> list[Piece]:
+        return _choice_pieces(answer, delta=False)
+
+    def stream_reader(self, path: str) -> StreamReader:
+        return _ChatStream()
+
+    def stream_error_event(self, refusal: Refusal, request_id: str) -> bytes:
+        """`data: {"error": {...}}`: the openai SDK raises APIError on it while iterating."""
+        return b"data: " + self.error_body(refusal, request_id)[1] + b"\n\n"
 
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
         error = {"message": with_request_id(refusal, request_id), "type": self.error_kind(refusal.status), "param": None,
