@@ -78,14 +78,15 @@ def test_audit_mode_relays_a_stream_byte_for_byte_and_logs_the_finding_after_it(
     provider.expect_request("/v1/chat/completions", method="POST").respond_with_handler(streams(events))
     gateway = make_gateway(extra="[output]\nmode = audit\n")
     assert raw_post(gateway, "/openai/v1/chat/completions", {**CHAT, "stream": True}) == "".join(events).encode()
-    sdk_events = list(openai_client(gateway).chat.completions.create(**CHAT, stream=True))
-    assert "".join(event.choices[0].delta.content or "" for event in sdk_events) == f"Sure: {ATTACK} and more"
-    assert request_log_lines.wait_for(2)
-    logged = [json.loads(line) for line in request_log_lines]
-    assert [(line["output"], line["output_findings"]) for line in logged] == [
-        ("flagged", ["prompt_injection_detected"])] * 2
+    assert request_log_lines.wait_for(1)
+    logged = json.loads(request_log_lines[0])
+    assert (logged["output"], logged["output_findings"]) == ("flagged", ["prompt_injection_detected"])
     assert "lockllm_output_answers_total{finding=\"prompt_injection_detected\",outcome=\"flagged\"" in \
         gateway.app.metrics.render()[1].decode()
+    # The SDK stops reading at [DONE] and resets the connection, after which werkzeug's test server (not mod_wsgi)
+    # may skip the response's close(): its log line is not waited for here.
+    sdk_events = list(openai_client(gateway).chat.completions.create(**CHAT, stream=True))
+    assert "".join(event.choices[0].delta.content or "" for event in sdk_events) == f"Sure: {ATTACK} and more"
 
 
 def test_audit_mode_asks_the_provider_for_identity_encoding(make_gateway, provider):
