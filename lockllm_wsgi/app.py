@@ -36,7 +36,7 @@ from .ratelimit import RateLimiter
 from .refusal import Refusal
 from .record import RequestRecord
 from .redact import strip_pii
-from .relay import Relay, UpstreamError, request_headers
+from .relay import Relay, UpstreamBody, UpstreamError, request_headers
 from .scan import make_scanner, pieces
 from .verdict import ScannerUnavailable, Verdict
 
