@@ -18,6 +18,7 @@ import sys
 import time
 from typing import Sequence
 
+from .apache_config import default_layout
 from .config import ConfigError, load_settings
 from .stores import masked_url
 from .express import express_command, file_behind
@@ -155,18 +156,26 @@ def _cache(args: argparse.Namespace) -> int:
 
 
 def _apache_config(args: argparse.Namespace) -> int:
-    from .apache_config import install_values, server_config, write_script
+    from .apache_config import (LAYOUTS, check_mod_wsgi, install_values, loaded_mod_wsgi, server_config, told_mod_wsgi,
+                                venv_mod_wsgi, write_script)
 
     path = _config_path(args)
     settings = load_settings(path)
     script = os.path.abspath(args.wsgi_script or os.path.join(os.path.dirname(path), "lockllm.wsgi"))
     values = install_values(settings, script, prefix=args.prefix, processes=args.processes, threads=args.threads,
-                            user=args.user, group=args.group)
+                            user=args.user, group=args.group, layout=args.layout)
     for define in args.define:
         name, _, value = define.partition("=")
         values[name.strip()] = value.strip()
     try:
-        text = server_config(values)
+        if args.venv_mod_wsgi:
+            module = venv_mod_wsgi()
+        elif args.mod_wsgi_version:
+            module = told_mod_wsgi(args.mod_wsgi_version)
+        else:
+            module = loaded_mod_wsgi(args.apachectl or LAYOUTS[args.layout].apachectl) or venv_mod_wsgi()
+        check_mod_wsgi(module)
+        text = server_config(values, module, layout=args.layout, settings=settings)
     except ValueError as error:
         raise SystemExit(f"lockllm-wsgi: {error}") from None
     if args.write_script:
@@ -196,13 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     apache = command("apache-config", "Print the Apache Defines for this installation (venv, script, limits, "
-                     "timeouts) to Include with the shipped snippets.")
+                     "timeouts) to Include with the shipped snippets, for the mod_wsgi the server loads.")
     apache.add_argument("--prefix", default="/llm", help="URL path to mount the gateway at (default /llm)")
     apache.add_argument("--wsgi-script", help="the .wsgi script path (default: lockllm.wsgi beside the config)")
     apache.add_argument("--write-script", action="store_true", help="also write the .wsgi script for this config")
     apache.add_argument("--processes", type=int, default=2, help="daemon processes (default 2)")
     apache.add_argument("--threads", type=int, default=15, help="threads per daemon process (default 15)")
-    apache.add_argument("--user", default="www-data", help="user the daemon runs as (default www-data)")
+    apache.add_argument("--layout", choices=("debian", "rhel"), default=default_layout(),
+                        help="the distribution's Apache layout: debian (conf-available, a2enconf, www-data) or rhel "
+                             "(one conf.d file, apache user, SELinux notes); default: rhel where only /etc/httpd "
+                             "exists")
+    which = apache.add_mutually_exclusive_group()
+    which.add_argument("--mod-wsgi-version", metavar="X.Y",
+                       help="the release of the mod_wsgi the server loads, instead of asking apachectl")
+    which.add_argument("--venv-mod-wsgi", action="store_true",
+                       help="load the venv's own mod_wsgi (only on a server that loads no other mod_wsgi)")
+    apache.add_argument("--apachectl", help="command that asks the server which modules it loads (default: "
+                        "apache2ctl on Debian, apachectl on RHEL); e.g. 'apache2 -f /etc/apache2-other/apache2.conf'")
+    apache.add_argument("--user", help="user the daemon runs as (default: Apache's, www-data or apache)")
     apache.add_argument("--group", help="group the daemon runs as (default: same as --user)")
     apache.add_argument("--define", action="append", default=[], metavar="NAME=VALUE",
                         help="set any other Define, e.g. LOCKLLM_SERVER_NAME=llm.example.com (repeatable)")

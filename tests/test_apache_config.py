@@ -98,7 +98,8 @@ def test_the_written_script_binds_the_app_to_its_config(public_config, tmp_path)
 
 @needs_express  # its LoadModule line comes from `mod_wsgi-express module-config`
 def test_apache_config_prints_module_and_defines_for_this_installation(public_config, capsys):
-    assert cli.main(["apache-config", "--config", public_config, "--define", "LOCKLLM_SERVER_NAME=llm.test"]) == 0
+    assert cli.main(["apache-config", "--config", public_config, "--venv-mod-wsgi",
+                     "--define", "LOCKLLM_SERVER_NAME=llm.test"]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"^LoadModule wsgi_module ", printed, re.MULTILINE)
     assert "Define LOCKLLM_SERVER_NAME llm.test\n" in printed
