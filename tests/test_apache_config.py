@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from lockllm_wsgi import cli
+from lockllm_wsgi import cli, express
 from lockllm_wsgi.apache_config import (BODY_LIMIT_MARGIN_BYTES, TEMPLATE_DIR, install_values, render_defines,
                                         write_script)
 from lockllm_wsgi.app import GatewayApp
@@ -114,6 +114,8 @@ def test_apache_config_prints_module_and_defines_for_this_installation(public_co
 ])
 def test_serve_command_matches_the_snippets(public_config, monkeypatch, euid, worker_options):
     monkeypatch.setattr(os, "geteuid", lambda: euid)
+    # Wherever this Python lives (tox's venvs of pyenv's Pythons are under /root): the readable case.
+    monkeypatch.setattr(express, "_readable_by", lambda user, path: True)
     root = os.path.join(os.path.dirname(public_config), "server")
     command = express_command(load_settings(public_config), public_config, "127.0.0.1", 8000, server_root=root)
     options = dict(zip(command, command[1:]))
@@ -131,6 +133,8 @@ def test_serve_command_matches_the_snippets(public_config, monkeypatch, euid, wo
 def test_serve_as_root_refuses_a_config_the_workers_cannot_read(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     config = tmp_path / "lockllm.ini"
+    readable_by = express._readable_by  # checked for the config only, wherever this Python lives
+    monkeypatch.setattr(express, "_readable_by", lambda user, path: path != str(config) or readable_by(user, path))
     config.write_text(INI)
     config.chmod(0o600)
     with pytest.raises(SystemExit, match="cannot read the configuration"):
