@@ -146,7 +146,7 @@ def module_file_facts(path: str) -> tuple[tuple[int, ...] | None, str | None]:
 def _apachectl_output(apachectl: str, *arguments: str) -> str:
     command = apachectl.split() + list(arguments)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     except OSError as error:
         raise SystemExit(f"lockllm-wsgi: cannot run {command[0]} to see which mod_wsgi Apache loads ({error}); "
                          "name it with --apachectl, or say --mod-wsgi-version X.Y") from None
@@ -171,6 +171,10 @@ def loaded_mod_wsgi(apachectl: str) -> ModWsgi | None:
             found = re.search(r"^\s*LoadModule\s+wsgi_module\s+\"?([^\s\"]+)", handle.read(), re.MULTILINE)
         if found:
             path = os.path.join(root[1] if root else "/", found[1])
+            if os.path.realpath(path).startswith(os.path.realpath(sys.prefix) + os.sep):
+                # This venv's own module, loaded by an earlier printed file: printed again, LoadModule included,
+                # since the new file replaces the old one.
+                return venv_mod_wsgi()
             release, python = module_file_facts(path)
             if release is None:
                 break
@@ -190,6 +194,7 @@ def check_mod_wsgi(module: ModWsgi) -> None:
         raise SystemExit(f"lockllm-wsgi: mod_wsgi {module.version_text} ({module.source}) embeds Python "
                          f"{module.python}, but this venv is Python {mine}: make the venv from /usr/bin/python"
                          f"{module.python} and install lockllm-wsgi into it")
+
 
 _DEFINE_LINE = re.compile(r"^Define (LOCKLLM_[A-Z_]+) .*$", re.MULTILINE)
 _CONFIG_LINE = re.compile(r"^CONFIG = .*$", re.MULTILINE)
@@ -247,7 +252,8 @@ def render_defines(values: Mapping[str, str], leave_out: Mapping[str, str] | Non
     text = _DEFINE_LINE.sub(lambda match: f"Define {match[1]} {values.get(match[1], match[0].split(' ', 2)[2])}",
                             text)
     for name, reason in (leave_out or {}).items():
-        text = re.sub(rf"^Define {name} .*$", lambda match: f"# {match[0]}\n# {reason}", text, flags=re.MULTILINE)
+        text = re.sub(rf"^Define {name} .*$", lambda match, why=reason: f"# {match[0]}\n# {why}", text,
+                      flags=re.MULTILINE)
     return text
 
 

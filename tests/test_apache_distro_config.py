@@ -106,6 +106,16 @@ def test_the_loaded_module_is_found_through_the_servers_configuration(tmp_path):
     assert not module.knows_response_flush_delay and module.load_module is None
 
 
+def test_the_venvs_own_module_loaded_by_an_earlier_file_is_printed_again(tmp_path, monkeypatch):
+    # Re-running apache-config on a server whose lockllm.conf loads the venv's module: the new file replaces the
+    # old one, so it must load the module again.
+    monkeypatch.setattr(apache_config, "module_config", lambda: 'LoadModule wsgi_module "/venv/mod_wsgi.so"')
+    apachectl = fake_apachectl(str(tmp_path), " wsgi_module (shared)\\n",
+                               f"LoadModule wsgi_module {sys.prefix}/lib/mod_wsgi.so", "/")
+    module = loaded_mod_wsgi(apachectl)
+    assert module.source == "this venv's (pip)" and module.load_module == 'LoadModule wsgi_module "/venv/mod_wsgi.so"'
+
+
 def test_a_server_loading_no_mod_wsgi_is_told_apart(tmp_path):
     assert loaded_mod_wsgi(fake_apachectl(str(tmp_path), " ssl_module (shared)\\n", "", str(tmp_path))) is None
 

@@ -111,7 +111,7 @@ def test_printed_file_is_one_conf_d_file_for_the_loaded_module(rhel_site):
 
 def test_httpd_accepts_the_tree(rhel_site):
     _root, httpd, _printed, _ports, _cert = rhel_site
-    checked = subprocess.run(httpd + ["-t"], capture_output=True, text=True)
+    checked = subprocess.run(httpd + ["-t"], capture_output=True, text=True, check=False)
     assert checked.returncode == 0 and "Syntax OK" in checked.stderr, checked.stderr
 
 
