@@ -19,9 +19,10 @@ from werkzeug.wrappers import Response
 
 from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES, module_file_facts
 
-from apache_distro import DISTRO_MOD_WSGI, distro_module_missing, running_distro_apache
-from apache_servers import public_folder, worker_owned_folder
-from conftest import ATTACK, scans, write_config
+from support.apache_distro import DISTRO_MOD_WSGI, distro_module_missing, running_distro_apache
+from support.apache_servers import public_folder, worker_owned_folder
+from support.fakes import ATTACK, scans
+from support.gateway import write_config
 
 MISSING = distro_module_missing()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]

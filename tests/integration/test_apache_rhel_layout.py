@@ -21,10 +21,10 @@ import requests
 
 from lockllm_wsgi.apache_config import TEMPLATE_DIR
 
-from apache_distro import DISTRO_MOD_WSGI, distro_module_missing
-from apache_servers import (APACHE2, APACHE_MODULES, RunningGateway, WORKER_USER, _supervised, free_port,
-                            public_folder, self_signed_certificate)
-from conftest import write_config
+from support.apache_distro import DISTRO_MOD_WSGI, distro_module_missing
+from support.apache_servers import (APACHE2, APACHE_MODULES, RunningGateway, WORKER_USER, _supervised, free_port,
+                                    public_folder, self_signed_certificate)
+from support.gateway import write_config
 
 MISSING = distro_module_missing()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-from apache_servers import (APACHE2, APACHE_MODULES, RunningGateway, WORKER_USER, _supervised, free_port,
-                            self_signed_certificate)
+from support.apache_servers import (APACHE2, APACHE_MODULES, WORKER_USER, RunningGateway, _supervised, free_port,
+                                    self_signed_certificate)
 
 from lockllm_wsgi.apache_config import TEMPLATE_DIR, module_file_facts
 
