@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES
 from support.apache_servers import (DrippingProvider, missing_tools, public_folder, running_apache2, running_express,
                                     worker_owned_folder)
-from support.fakes import ATTACK, scans
+from support.fakes import ATTACK, COMPLETION, scans
 from support.gateway import write_config
 
 MISSING = missing_tools()
@@ -30,11 +30,6 @@ pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason
 
 PROVIDER_KEY = "sk-provider-canary-apache-42"
 MAX_BODY = 64 * 1024
-COMPLETION = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-test",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}
 
 
 @pytest.fixture(scope="module")

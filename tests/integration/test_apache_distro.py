@@ -21,7 +21,7 @@ from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES, module_file_fact
 
 from support.apache_distro import DISTRO_MOD_WSGI, distro_module_missing, running_distro_apache
 from support.apache_servers import public_folder, worker_owned_folder
-from support.fakes import ATTACK, scans
+from support.fakes import ATTACK, COMPLETION, scans
 from support.gateway import write_config
 
 MISSING = distro_module_missing()
@@ -29,11 +29,6 @@ pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason
 
 PROVIDER_KEY = "sk-provider-canary-distro-7"
 MAX_BODY = 64 * 1024
-COMPLETION = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-test",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-from support.apache_servers import (APACHE2, APACHE_MODULES, WORKER_USER, RunningGateway, _supervised, free_port,
-                                    self_signed_certificate)
+from support.apache_servers import (APACHE2, APACHE_MODULES, SERVER_BASE_CONF, WORKER_USER, RunningGateway,
+                                    _supervised, free_port, self_signed_certificate)
 
 from lockllm_wsgi.apache_config import TEMPLATE_DIR, module_file_facts
 
@@ -43,30 +43,9 @@ def distro_module_missing() -> str | None:
 
 # Everything an operator's server already has, before lockllm-wsgi: modules, the distribution's mod_wsgi and an
 # application of its own in a daemon group with the module's default Python.
-_BASE_CONF = """\
-ServerRoot {root}
-DefaultRuntimeDir {root}/run
-PidFile {root}/run/httpd.pid
-ErrorLog {root}/error.log
-LogLevel warn
+_BASE_CONF = SERVER_BASE_CONF + """\
 # The Server header names mod_wsgi's release: the tests check which module answered.
 ServerTokens Full
-LogFormat "%h %l %u %t \\"%r\\" %>s %b \\"%{{Referer}}i\\" \\"%{{User-Agent}}i\\"" combined
-User {user}
-Group {user}
-ServerName 127.0.0.1
-Listen 127.0.0.1:{http_port}
-Listen 127.0.0.1:{https_port}
-LoadModule mpm_event_module {modules}/mod_mpm_event.so
-StartServers 1
-LoadModule authz_core_module {modules}/mod_authz_core.so
-LoadModule alias_module {modules}/mod_alias.so
-LoadModule env_module {modules}/mod_env.so
-LoadModule socache_shmcb_module {modules}/mod_socache_shmcb.so
-LoadModule ssl_module {modules}/mod_ssl.so
-LoadModule filter_module {modules}/mod_filter.so
-LoadModule deflate_module {modules}/mod_deflate.so
-AddOutputFilterByType DEFLATE text/event-stream application/json text/plain
 # As Debian's mods-enabled/wsgi.load has it.
 LoadModule wsgi_module {distro_module}
 WSGISocketPrefix {root}/run/wsgi

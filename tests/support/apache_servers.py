@@ -148,8 +148,9 @@ def running_express(config_path: str, root: str) -> Iterator[RunningGateway]:
         yield running
 
 
-_HTTPD_CONF = """\
-# The test's server: only what Debian's apache2.conf would give, then the shipped lockllm files unchanged.
+# What Debian's apache2.conf would give a test's server: its own root, ports, user and the usual modules, with
+# compression on for what many servers compress (the location snippet must keep the gateway's streams out of it).
+SERVER_BASE_CONF = """\
 ServerRoot {root}
 DefaultRuntimeDir {root}/run
 PidFile {root}/run/httpd.pid
@@ -170,8 +171,10 @@ LoadModule socache_shmcb_module {modules}/mod_socache_shmcb.so
 LoadModule ssl_module {modules}/mod_ssl.so
 LoadModule filter_module {modules}/mod_filter.so
 LoadModule deflate_module {modules}/mod_deflate.so
-# Compress what many servers compress: the location snippet must keep the gateway's streams out of it.
 AddOutputFilterByType DEFLATE text/event-stream application/json text/plain
+"""
+# The test's server: the base, then the shipped lockllm files unchanged.
+_HTTPD_CONF = SERVER_BASE_CONF + """\
 WSGISocketPrefix {root}/run/wsgi
 Include {root}/lockllm.conf
 Include {templates}/lockllm-vhost.conf
