@@ -115,6 +115,9 @@ class LockLLMScanner:
         self.session.mount("http://", adapter)
         self.session.trust_env = False  # ambient proxy variables must not reroute prompt text
         self._headers = {"Authorization": f"Bearer {settings.api_key}", "Content-Type": "application/json"}
+        # What LockLLM is asked to check with the operator's settings, built once: a request changes it only when
+        # a client's X-LockLLM-* headers tightened the settings (overrides.py).
+        self._asked = scan_headers(settings)
         # Redaction calls answer with the prompt's redacted text: never through the cache.
         self._plain = requests.Session()
         self._plain.trust_env = False
@@ -175,7 +178,7 @@ class LockLLMScanner:
     def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None) -> list[Verdict]:
         """One verdict per text, in order; raises ScannerUnavailable if any text cannot be judged in time.
         `settings` are this request's, when a client's X-LockLLM-* headers changed what LockLLM checks."""
-        asked = scan_headers(settings or self.settings)
+        asked = self._asked if settings is None or settings is self.settings else scan_headers(settings)
         # A text repeated within the request (a resent tool result, the same file twice) is scanned once.
         submitted: dict[str, Future] = {}
         jobs = [[submitted.get(piece) or submitted.setdefault(piece, self._submit(piece, deadline, asked))
@@ -281,14 +284,14 @@ class LockLLMScanner:
     def redact(self, text: str, deadline: float, settings: ScannerSettings | None = None) -> str:
         """LockLLM's `redacted_input` for one text (pii_action = strip): asked outside the verdict cache, which never
         keeps text; ScannerUnavailable when LockLLM does not give one in time."""
-        headers = {**self._headers, **scan_headers(settings or self.settings), "X-LockLLM-PII-Action": "strip"}
+        asked = {**scan_headers(settings or self.settings), "X-LockLLM-PII-Action": "strip"}
+        body, headers = self._request(text, asked)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ScannerUnavailable("no time left to strip personal data")
         try:
-            with self._plain.post(self.settings.url, json={"input": text, "sensitivity": headers[
-                    "X-LockLLM-Sensitivity"]}, headers=headers, timeout=(remaining, remaining),
-                    allow_redirects=False) as response:
+            with self._plain.post(self.settings.url, data=body, headers=headers, timeout=(remaining, remaining),
+                                  allow_redirects=False) as response:
                 redacted = (_json_or_none(response) or {}).get("pii_result", {}).get("redacted_input")
         except (requests.RequestException, AttributeError) as error:
             raise ScannerUnavailable(f"stripping personal data failed: {type(error).__name__}") from None
