@@ -61,8 +61,10 @@ def lockllm_headers(verdicts: Sequence[Verdict], decision: Decision, scanner: Sc
     abuse = [v for v in verdicts if v.abuse_detected]
     if abuse:
         types = sorted({kind for v in abuse for kind in v.abuse_types})
+        confidence = max((v.abuse_confidence for v in abuse if v.abuse_confidence is not None), default=None)
         headers += [("X-LockLLM-Abuse-Detected", "true"), ("X-LockLLM-Abuse-Types", ",".join(types)),
-                    ("X-LockLLM-Abuse-Confidence", "0"), ("X-LockLLM-Abuse-Detail", _detail({"types": types}))]
+                    ("X-LockLLM-Abuse-Confidence", _percent(confidence)),
+                    ("X-LockLLM-Abuse-Detail", _detail({"types": types}))]
     return headers
 
 

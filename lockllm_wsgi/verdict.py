@@ -50,6 +50,7 @@ class Verdict:
     pii_types: tuple[str, ...] = ()
     abuse_detected: bool = False
     abuse_types: tuple[str, ...] = ()
+    abuse_confidence: float | None = None
     blocked: str | None = None  # the code of a LockLLM block answer
 
     @property
@@ -74,6 +75,8 @@ class Verdict:
             pii_types=tuple(sorted({kind for v in verdicts for kind in v.pii_types})),
             abuse_detected=any(v.abuse_detected for v in verdicts),
             abuse_types=tuple(sorted({kind for v in verdicts for kind in v.abuse_types})),
+            abuse_confidence=max((v.abuse_confidence for v in verdicts if v.abuse_confidence is not None),
+                                 default=None),
             blocked=next((v.blocked for v in verdicts if v.blocked), None),
         )
 
@@ -123,6 +126,7 @@ def parse_verdict(data: object) -> Verdict:
         # Present only when abuse was found; `detected` defaults to true, as in LockLLM's own SDK.
         abuse_detected=bool(abuse) and abuse.get("detected", True) is not False,
         abuse_types=_names(abuse.get("abuse_types")),
+        abuse_confidence=_number(abuse.get("confidence"), 0, 100),
     )
 
 

@@ -105,6 +105,8 @@ def test_allow_with_warning_relays_and_says_so(make_gateway, lockllm, provider, 
     assert metadata.scanned and not metadata.safe and not metadata.blocked
     found = getattr(metadata, field)
     assert found and (found.detected if field == "pii_detected" else True)
+    if field == "abuse_detected":
+        assert found.confidence == 88  # LockLLM's own figure, passed on
     assert request_log_lines.wait_for(1)
     assert json.loads(request_log_lines[-1])["findings"]
 
