@@ -18,7 +18,7 @@ import requests
 
 from lockllm_wsgi.apache_config import code_dir
 
-from support.apache_servers import free_port, missing_tools, public_folder, running_apache2, running_express
+from support.apache_servers import free_port, missing_tools, public_folder, running_apache2, running_express, stop
 from support.gateway import write_config
 
 MISSING = missing_tools()
@@ -54,12 +54,7 @@ def serving(config: str, root: pathlib.Path, log_path: pathlib.Path, *extra: str
             raise RuntimeError(f"serve did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        stop(process)
 
 
 def wait_for_text(path: pathlib.Path, text: str, timeout: float = 10) -> str:

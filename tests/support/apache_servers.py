@@ -128,12 +128,17 @@ def _supervised(command: list[str], gateway: RunningGateway, output: str) -> Ite
         _wait_until_serving(gateway, process)
         yield gateway
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a server started in its own session: politely, then its whole process group."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
 
 
 @contextlib.contextmanager
