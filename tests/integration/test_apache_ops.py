@@ -136,9 +136,16 @@ def test_metrics_add_up_across_daemons_without_a_multiprocess_dir(folder, scanne
         for _ in range(20):
             # A new connection each time, so both daemon processes answer some.
             requests.get(f"{gateway.base}/no-route", verify=gateway.verify, timeout=10)
-        time.sleep(0.5)  # each request is counted when its response is closed
-        scrapes = {requests_counted(requests.get(f"{gateway.base}/metrics", verify=gateway.verify, timeout=10).text)
-                   for _ in range(6)}
+
+        def scrape() -> float:
+            return requests_counted(requests.get(f"{gateway.base}/metrics", verify=gateway.verify, timeout=10).text)
+
+        # Each request is counted when the server has closed its response, which can be just after the client
+        # read it: wait for the count, then every scrape, whichever daemon answers it, must show all of them.
+        deadline = time.monotonic() + 10
+        while scrape() < before + 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        scrapes = {scrape() for _ in range(6)}
     assert scrapes == {before + 20}
 
 
