@@ -77,7 +77,7 @@ def main() -> None:
                          f"{median(turn_times) * 1000:.0f}", f"{max(turn_times) * 1000:.0f}",
                          f"{median(turn_times) / trip:.2f}"])
             first10, last10 = later[:10], later[-10:]
-            rows.append([mode, f"  turns 2-11 / last 10", f"{len(first10)} / {len(last10)}",
+            rows.append([mode, "  turns 2-11 / last 10", f"{len(first10)} / {len(last10)}",
                          f"{median(turn_calls[1:11]):g} / {median(turn_calls[-10:]):g}",
                          f"{median(first10) * 1000:.0f} / {median(last10) * 1000:.0f}",
                          f"{max(first10) * 1000:.0f} / {max(last10) * 1000:.0f}",

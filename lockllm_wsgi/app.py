@@ -87,9 +87,12 @@ class GatewayApp:
         self.metrics.config_reload_failed(problem is not None)
 
     def close(self) -> None:
-        """Release the scan pool, the cache writer and the provider connections (a replaced gateway's)."""
+        """Release the scan pool, the cache writer, the provider connections and the rate-limit store's (a
+        replaced gateway's)."""
         self.scanner.close()
         self.relay.close()
+        if self.limiter is not None:
+            self.limiter.close()
 
     def __call__(self, environ: "WSGIEnvironment", start_response: "StartResponse") -> Iterable[bytes]:
         answered = self.ops(environ, start_response)

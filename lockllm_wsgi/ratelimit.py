@@ -22,7 +22,7 @@ import redis
 
 from .config import RateLimitSettings
 from .refusal import Refusal
-from .stores import Outage, create_private_file, is_redis, redis_client, sqlite_path
+from .stores import Outage, ThreadConnections, create_private_file, is_redis, redis_client, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ def refill_and_take(tokens: float, updated: float, now: float, rate: float, capa
 class Buckets(Protocol):
     def take(self, key: str, rate: float, capacity: float) -> float:
         """Take a token from bucket `key`; the seconds until one is available, or 0 when taken."""
+
+    def close(self) -> None:
+        """Release the store's connections."""
 
 
 class MemoryBuckets:
@@ -73,22 +76,23 @@ class SQLiteBuckets:
     def __init__(self, path: str):
         self.path = path
         create_private_file(path)
-        self._local = threading.local()
         self._takes = 0
-        self._connection().execute(
+        self._connections = ThreadConnections(self._connect)
+        self._connections.get().execute(
             "CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL)")
 
-    def _connection(self) -> sqlite3.Connection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            # Autocommit mode, so BEGIN IMMEDIATE below is the only transaction and takes the write lock at once.
-            connection = sqlite3.connect(self.path, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            self._local.connection = connection
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode, so BEGIN IMMEDIATE below is the only transaction and takes the write lock at once.
+        connection = sqlite3.connect(self.path, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                     check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
         return connection
 
+    def close(self) -> None:
+        self._connections.close()
+
     def take(self, key: str, rate: float, capacity: float) -> float:
-        connection = self._connection()
+        connection = self._connections.get()
         now = time.time()
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -126,7 +130,11 @@ class RedisBuckets:
     """Buckets in Redis, shared by every node; each expires once it would be full again."""
 
     def __init__(self, url: str):
-        self._take = redis_client(url).register_script(_REDIS_TAKE)
+        self._client = redis_client(url)
+        self._take = self._client.register_script(_REDIS_TAKE)
+
+    def close(self) -> None:
+        self._client.close()
 
     def take(self, key: str, rate: float, capacity: float) -> float:
         return float(self._take(keys=[REDIS_PREFIX + key], args=[rate, capacity]))
@@ -157,6 +165,10 @@ class RateLimiter:
                 self.outage.succeeded()
                 return wait
         return self.local.take(key, self.rate, self.capacity)
+
+    def close(self) -> None:
+        if self.shared is not None:
+            self.shared.close()
 
     def check(self, route: str, identity: str) -> None:
         wait = self._take(f"{route}:{identity}")

@@ -5,6 +5,7 @@ safe to log, and the state of a store the gateway can live without for a while (
     if is_redis(url): client = redis_client(url)
     else: create_private_file(sqlite_path(url))
     outage = Outage("ratelimit", url)  # outage.available(); outage.failed(error); outage.succeeded()
+    connections = ThreadConnections(lambda: sqlite3.connect(path, check_same_thread=False))  # .get(), .close()
 
 Imports nothing of the package, and Redis only when a client is made, so settings and policy stay light.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     import redis
@@ -52,6 +54,38 @@ def create_private_file(path: str) -> None:
     if not os.path.isdir(folder):
         os.makedirs(folder, mode=0o700, exist_ok=True)
     os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+
+
+class ThreadConnections:
+    """One SQLite connection per thread (a connection must not be used by two threads at once), each closed by us:
+    when its thread has ended (checked whenever a new one is opened, so there are never more than live threads)
+    or at close(). Left to the garbage collector, a connection is closed without a word on Python 3.12 and with
+    a ResourceWarning on 3.13. `connect` must pass check_same_thread=False: the closing thread is another one."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]):
+        self._connect = connect
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[tuple[threading.Thread, sqlite3.Connection]] = []
+
+    def get(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._local.connection = connection
+            with self._lock:
+                ended = [pair for pair in self._open if not pair[0].is_alive()]
+                self._open = [pair for pair in self._open if pair[0].is_alive()]
+                self._open.append((threading.current_thread(), connection))
+            for _thread, stale in ended:
+                stale.close()
+        return connection
+
+    def close(self) -> None:
+        with self._lock:
+            pairs, self._open = self._open, []
+        for _thread, connection in pairs:
+            connection.close()
 
 
 def redis_client(url: str) -> "redis.Redis":

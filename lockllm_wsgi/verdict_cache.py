@@ -12,6 +12,7 @@ serializer is JSON (a tampered entry cannot run code), and any cache error is a 
 from __future__ import annotations
 
 import hashlib
+from contextlib import closing
 import json
 import logging
 import queue
@@ -29,7 +30,7 @@ from requests_cache.serializers.pipeline import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import json_preconf_stage
 
 from .config import ScannerSettings
-from .stores import Outage, create_private_file, is_redis, masked_url, redis_client
+from .stores import Outage, ThreadConnections, create_private_file, is_redis, masked_url, redis_client
 from .verdict import ScannerUnavailable, parse_verdict
 
 log = logging.getLogger(__name__)
@@ -200,18 +201,22 @@ class ForgivingSQLiteCache(_Forgiving, SQLiteCache):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._readers = threading.local()
+        self._readers = ThreadConnections(self._connect_reader)
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.responses.db_path, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,
+                                     isolation_level=None, check_same_thread=False)
+        connection.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")  # the OS caches the file; keep this small
+        connection.execute("PRAGMA query_only=1")
+        return connection
 
     def _load(self, key: str):
-        connection = getattr(self._readers, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(self.responses.db_path, timeout=DEFAULT_BUSY_TIMEOUT_MS / 1000,
-                                         isolation_level=None, check_same_thread=False)
-            connection.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")  # the OS caches the file; keep this small
-            connection.execute("PRAGMA query_only=1")
-            self._readers.connection = connection
-        row = connection.execute("SELECT value FROM responses WHERE key=?", (key,)).fetchone()
+        row = self._readers.get().execute("SELECT value FROM responses WHERE key=?", (key,)).fetchone()
         return self.responses.deserialize(key, row[0]) if row else None
+
+    def close(self) -> None:
+        self._readers.close()
+        super().close()
 
 
 class ForgivingRedisCache(_Forgiving, RedisCache):
@@ -265,7 +270,7 @@ def cache_problem(settings: ScannerSettings) -> str | None:
         return None
     try:
         if settings.cache_path:
-            with sqlite3.connect(f"file:{settings.cache_path}?mode=ro", uri=True, timeout=1) as connection:
+            with closing(sqlite3.connect(f"file:{settings.cache_path}?mode=ro", uri=True, timeout=1)) as connection:
                 connection.execute("SELECT 1 FROM responses LIMIT 1").fetchone()
         else:
             with redis_client(settings.cache) as client:

@@ -18,12 +18,12 @@ import requests
 
 from lockllm_wsgi.apache_config import code_dir
 
-from support.apache_servers import free_port, missing_tools, public_folder, running_apache2, running_express, stop
+from support.apache_servers import (free_port, missing_tools, public_folder, running_apache2, running_express, stop,
+                                    wait_until_answering)
 from support.gateway import write_config
 
 MISSING = missing_tools()
 pytestmark = [pytest.mark.apache, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
-START_SECONDS = 45
 
 
 @pytest.fixture
@@ -44,14 +44,7 @@ def serving(config: str, root: pathlib.Path, log_path: pathlib.Path, *extra: str
         process = subprocess.Popen(command, stdout=log, stderr=log, env=environment, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline and process.poll() is None:
-            with contextlib.suppress(requests.RequestException):
-                if "x-request-id" in requests.get(f"{base}/not-a-route", timeout=5).headers:
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"serve did not start:\n{log_path.read_text(errors='replace')[-4000:]}")
+        wait_until_answering(base, process, log_path)
         yield base
     finally:
         stop(process)

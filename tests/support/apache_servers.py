@@ -109,15 +109,17 @@ class RunningGateway:
             return handle.read()
 
 
-def _wait_until_serving(gateway: RunningGateway, process: subprocess.Popen) -> None:
-    """Until the app itself answers (its X-Request-Id header), or fail with the server's log."""
+def wait_until_answering(base: str, process: subprocess.Popen, log_path: str | os.PathLike, verify: str | bool = True
+                         ) -> None:
+    """Until the app itself answers at `base` (its X-Request-Id header), or fail with the server's log."""
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline and process.poll() is None:
         with contextlib.suppress(requests.RequestException):
-            if "x-request-id" in requests.get(f"{gateway.base}/not-a-route", verify=gateway.verify, timeout=5).headers:
+            if "x-request-id" in requests.get(f"{base}/not-a-route", verify=verify, timeout=5).headers:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"{gateway.name} did not start:\n{gateway.log_text()[-4000:]}")
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        raise RuntimeError(f"the server at {base} did not start:\n{handle.read()[-4000:]}")
 
 
 @contextlib.contextmanager
@@ -125,7 +127,7 @@ def _supervised(command: list[str], gateway: RunningGateway, output: str) -> Ite
     with open(output, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_until_serving(gateway, process)
+        wait_until_answering(gateway.base, process, gateway.error_log, gateway.verify)
         yield gateway
     finally:
         stop(process)

@@ -45,8 +45,12 @@ class Gateway:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-        self.app.scanner.close()
-        self.app.relay.close()
+        # The app lets scans already running finish on their own (a replaced gateway must not wait for a slow
+        # scanner); a test waits for them, so none reaches the shared fake scanner during the next test.
+        pool = getattr(self.app.scanner, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        self.app.close()
 
 
 class LogLines(list):
