@@ -73,7 +73,8 @@ def blocked_message(decision: Decision, verdict: Verdict) -> str:
     where = decision.trigger
     found = {
         INJECTION: f"looks like a prompt injection (score {decision.score if decision.score is not None else 'n/a'}, "
-                   f"threshold {decision.threshold if decision.threshold is not None else 'the scanner own'})",
+                   + (f"threshold {decision.threshold})" if decision.threshold is not None
+                      else "over the scanner's own threshold)"),
         "policy_violation": "violates a custom policy of this gateway's scanner account",
         "pii_detected": f"contains personal data ({', '.join(verdict.pii_types) or 'PII'}), which this gateway refuses",
         "abuse_detected": f"looks like abuse ({', '.join(verdict.abuse_types) or 'abusive use'})",
