@@ -1,4 +1,5 @@
-"""The operator's endpoints: `/healthz` (the process answers), `/readyz` (it can do its job), `/metrics`.
+"""The operator's endpoints: `/healthz` (the process answers), `/readyz` (it can do its job: its scanner, its
+cache, and every path it writes), `/metrics`.
 
 They are answered before routing, so no path under them is ever relayed to a provider, whatever the routes say.
 They carry no secrets, but they do tell who uses the gateway how much: restrict them in Apache (see
@@ -18,6 +19,7 @@ import requests
 
 from .config import Settings
 from .metrics import Metrics
+from .permissions import Account, permission_problems
 from .verdict_cache import cache_problem, unused_cache
 
 if TYPE_CHECKING:
@@ -100,8 +102,10 @@ class OpsEndpoints:
         cache, cache_trouble = cache_check(self.settings, self.scanner)
         scanner = scanner_problem(self.settings) or self.account_problem()
         config = "ok" if self.reload_problem is None else f"last change not applied: {self.reload_problem}"
-        checks = {"config": config, "cache": cache, "scanner": scanner or "ok"}
-        ready = cache_trouble is None and scanner is None
+        # A path this process cannot write loses audit records or log lines on every request until it is fixed.
+        permissions = "; ".join(str(problem) for problem in permission_problems(self.settings, Account.current()))
+        checks = {"config": config, "cache": cache, "scanner": scanner or "ok", "permissions": permissions or "ok"}
+        ready = cache_trouble is None and scanner is None and not permissions
         body = json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}).encode() + b"\n"
         return ("200 OK" if ready else "503 Service Unavailable"), "application/json", body
 

@@ -110,7 +110,7 @@ def test_readyz_reports_each_check(make_gateway, tmp_path):
     cache = tmp_path / "cache.sqlite"
     gateway = make_gateway(scanner_extra=f"cache = sqlite:///{cache}\n")
     assert requests.get(gateway.url + "/readyz", timeout=10).json() == {
-        "status": "ready", "checks": {"config": "ok", "cache": "ok", "scanner": "ok"}}
+        "status": "ready", "checks": {"config": "ok", "cache": "ok", "scanner": "ok", "permissions": "ok"}}
     for path in tmp_path.glob("cache.sqlite*"):
         path.unlink()  # the cache volume is gone
     response = requests.get(gateway.url + "/readyz", timeout=10)

@@ -44,13 +44,15 @@ def test_the_readmes_offline_setup_with_a_sqlite_cache_is_ready(tmp_path, provid
 
 def test_the_cache_the_scanner_opened_is_ready_and_counted_in_use(make_gateway, tmp_path):
     gateway = make_gateway(scanner_extra=f"cache = sqlite:///{tmp_path}/verdicts.sqlite\n")
-    assert readyz(gateway.app) == (200, {"status": "ready", "checks": {"config": "ok", "cache": "ok", "scanner": "ok"}})
+    assert readyz(gateway.app) == (200, {"status": "ready", "checks": {"config": "ok", "cache": "ok", "scanner": "ok",
+                                                                       "permissions": "ok"}})
     assert cache_gauge(gateway.app) == 1.0
 
 
 def test_no_cache_is_said_to_be_off(make_gateway):
     gateway = make_gateway()
-    assert readyz(gateway.app) == (200, {"status": "ready", "checks": {"config": "ok", "cache": "off", "scanner": "ok"}})
+    assert readyz(gateway.app) == (200, {"status": "ready", "checks": {"config": "ok", "cache": "off", "scanner": "ok",
+                                                                       "permissions": "ok"}})
 
 
 def test_a_cache_that_could_not_be_opened_is_not_ready_and_shows_in_the_metrics(make_gateway, tmp_path, monkeypatch):
@@ -142,3 +144,12 @@ def test_daemons_opening_a_new_cache_file_at_once_all_get_it(tmp_path):
         for process in processes:
             process.join(30)
     assert set(outcomes) == {"ok"}
+
+
+def test_a_path_the_daemon_cannot_write_is_not_ready_and_names_the_fix(make_gateway, tmp_path):
+    gateway = make_gateway(f"[audit]\npath = {tmp_path}/missing/audit.log\n")
+    status, body = readyz(gateway.app)
+    assert status == 503 and body["status"] == "not_ready"
+    assert f"{tmp_path}/missing" in body["checks"]["permissions"] and "install -d" in body["checks"]["permissions"]
+    (tmp_path / "missing").mkdir()
+    assert readyz(gateway.app)[0] == 200  # checked live: fixed without a restart

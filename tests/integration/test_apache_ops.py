@@ -185,3 +185,19 @@ def test_apaches_own_error_documents_are_labelled_json(small_cap_gateway, status
     answer = requests.get(f"{base}/lockllm-errors/{status}.json", verify=small_cap_gateway.verify, timeout=10)
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/json"
     assert answer.json()["error"]["code"] in ("request_too_large", "gateway_unavailable")
+
+
+def test_a_folder_the_daemons_cannot_write_is_named_with_its_fix(folder, scanner_server, provider_server):
+    """Checked as the user the daemons run as (www-data), not as root who starts Apache: the Include path's
+    daemons say so at start and in /readyz; `serve` refuses to start."""
+    audit = folder / "audit"
+    audit.mkdir(mode=0o755)  # root's: the daemons can enter it, not write in it
+    config = write_config(folder, scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
+                          extra=f"[audit]\npath = {audit}/audit.log\n")
+    with running_apache2(config, str(folder)) as gateway:
+        ready = requests.get(f"{gateway.base}/readyz", verify=gateway.verify, timeout=10)
+        assert ready.status_code == 503
+        assert f"chown www-data:www-data {audit}" in ready.json()["checks"]["permissions"]
+        assert '"event": "permission_problem"' in wait_for_text(pathlib.Path(gateway.error_log), "permission_problem")
+    with pytest.raises(SystemExit, match=f"chown www-data:www-data {audit}"):
+        running_express(config, str(folder)).__enter__()
