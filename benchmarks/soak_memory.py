@@ -50,7 +50,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--threads", type=int, default=15)
     parser.add_argument("--checkpoints", type=int, default=8)
+    parser.add_argument("--memo-entries", type=int, default=None,
+                        help="the scan client's in-process memo size (default: the gateway's own)")
+    parser.add_argument("--no-trace", action="store_true", help="resident sizes only (tracemalloc costs memory too)")
     args = parser.parse_args()
+    if args.memo_entries is not None:
+        import lockllm_wsgi.scan
+
+        lockllm_wsgi.scan.DEFAULT_MEMO_ENTRIES = args.memo_entries
     from benchmarks._harness import make_app
 
     # The request log's lines are not what is measured (a handler of the host application's: the gateway adds none).
@@ -79,8 +86,9 @@ def main() -> None:
 
         load(args.threads * 20)  # warm up: imports, connections, every thread's first allocations
         scanner.flush()
-        tracemalloc.start(1)
-        start = tracemalloc.take_snapshot()
+        if not args.no_trace:
+            tracemalloc.start(1)
+        start = tracemalloc.take_snapshot() if not args.no_trace else None
         rows, done, base = [], 0, resident_mib()
         step = args.requests // args.checkpoints
         for _ in range(args.checkpoints):
@@ -95,8 +103,8 @@ def main() -> None:
                          str(threading.active_count())])
         print(table(["requests", "RSS MiB", "anon growth", "file growth", "traced (Python) MiB", "memo entries",
                      "threads"], rows))
-        grown = tracemalloc.take_snapshot().compare_to(start, "lineno")
-        print("\nPython allocations that grew most since the warm-up:")
+        grown = tracemalloc.take_snapshot().compare_to(start, "lineno") if start is not None else []
+        print("\nPython allocations that grew most since the warm-up:" if grown else "")
         for stat in grown[:10]:
             frame = stat.traceback[0]
             print(f"  {stat.size_diff / 2 ** 20:+7.2f} MiB  {stat.count_diff:+7d} blocks  "
