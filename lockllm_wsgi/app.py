@@ -308,9 +308,9 @@ class GatewayApp:
             record.output = "unjudged"  # audit mode (enforce refused the call before sending it)
             return body, self._finish
         found = {name.lower(): value.lower() for name, value in headers_out}
-        stream = found.get("content-type", "").startswith("text/event-stream")
-        if found.get("content-encoding", "identity") != "identity" or not (stream or "json" in found.get(
-                "content-type", "")):
+        content_type = found.get("content-type", "")
+        framing = fmt.stream_framing(path, content_type)
+        if found.get("content-encoding", "identity") != "identity" or not (framing or "json" in content_type):
             record.output = "unjudged"
             if settings.mode == "enforce":
                 body.close()
@@ -321,7 +321,7 @@ class GatewayApp:
         judge = Judge(self.scanner, settings, scanner, threshold, record.system_texts, self.settings.scanner.timeout)
         outcome, fail_open = Outcome(), self.settings.scanner.fail_mode == "open"
         if settings.mode == "audit":
-            audited = AuditedBody(body, fmt, path, stream)
+            audited = AuditedBody(body, fmt, path, framing)
 
             def finish_later(done: RequestRecord) -> None:
                 def judge_then_finish() -> None:
@@ -337,13 +337,13 @@ class GatewayApp:
                 judge_later(judge_then_finish)
 
             return audited, finish_later
-        if stream:
-            def error_event(code: str, message: str) -> bytes:
+        if framing is not None:
+            def error(code: str, message: str) -> tuple[str | None, bytes]:
                 refusal = Refusal(503 if code == "scanner_unavailable" else settings.block_status, code, message)
-                return fmt.stream_error_event(refusal, record.request_id)
+                return fmt.stream_error(path, refusal, record.request_id)
 
-            enforced = EnforcedStream(body, fmt.stream_reader(path), judge, outcome, settings.holdback_chars,
-                                      fail_open, error_event)
+            enforced = EnforcedStream(body, framing, fmt.stream_reader(path), judge, outcome,
+                                      settings.holdback_chars, fail_open, error)
             return enforced, lambda done: (_record_outcome(done, outcome), self._finish(done))[-1]
         raw = b""
         try:

@@ -218,9 +218,9 @@ class AnthropicFormat(WireFormat):
     def stream_reader(self, path: str) -> StreamReader:
         return _MessagesStream()
 
-    def stream_error_event(self, refusal: Refusal, request_id: str) -> bytes:
+    def stream_error(self, path: str, refusal: Refusal, request_id: str) -> tuple[str | None, bytes]:
         """`event: error`: the anthropic SDK raises an APIStatusError on it while iterating."""
-        return b"event: error\ndata: " + self.error_body(refusal, request_id)[1] + b"\n\n"
+        return "error", self.error_body(refusal, request_id)[1]
 
     def error_kind(self, status: int) -> str:
         # 529 is Anthropic's own "overloaded"; every other status keeps the shared vocabulary.

@@ -1,0 +1,118 @@
+"""Fake providers' answers, one `Wire` per answer format: a plain answer holding a text, and a stream that sends
+each of several texts in its own delta event between the format's opening and closing events, framed as the
+provider frames it. The output-guard tests drive every format through the same table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Wire:
+    name: str
+    route: str  # the gateway's format, and the test route's name
+    path: str  # the provider's path (below the route's prefix)
+    plain: Callable[[str], dict]
+    events: Callable[[list[str]], list[bytes]]  # the whole stream, one byte string per event
+    request: dict  # a request the gateway relays to `path`; streamed with "stream": true where the body says so
+    content_type: str = "text/event-stream"
+    stream_path: str = ""  # where the provider streams, when not at `path`
+    stream_query: str = ""  # what a client adds to the query string to stream
+
+    def stream_request(self) -> dict:
+        return {**self.request, "stream": True} if not self.stream_path else self.request
+
+
+def sse(name: str | None, data: dict) -> bytes:
+    return ((f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n").encode()
+
+
+# --- OpenAI chat completions ----------------------------------------------------------------------------------
+
+def chat_chunk(delta: dict) -> bytes:
+    return sse(None, {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                      "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+
+
+def chat_plain(text: str) -> dict:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-test",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def chat_events(texts: list[str]) -> list[bytes]:
+    return [chat_chunk({"role": "assistant", "content": ""}), *(chat_chunk({"content": text}) for text in texts),
+            b"data: [DONE]\n\n"]
+
+
+# --- OpenAI Responses -----------------------------------------------------------------------------------------
+
+def _message(text: str, status: str = "completed") -> dict:
+    return {"type": "message", "id": "msg_" + "0" * 32, "role": "assistant", "status": status,
+            "content": [{"type": "output_text", "text": text, "annotations": []}] if text or status == "completed"
+            else []}
+
+
+def responses_plain(text: str, output: list | None = None) -> dict:
+    return {"id": "resp_1", "object": "response", "created_at": 1, "model": "gpt-test", "status": "completed",
+            "output": output if output is not None else [_message(text)], "parallel_tool_calls": True,
+            "tool_choice": "auto", "tools": [], "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}}
+
+
+def responses_events(texts: list[str]) -> list[bytes]:
+    whole = "".join(texts)
+    events = [
+        ("response.created", {"response": {**responses_plain("", []), "status": "in_progress"}}),
+        ("response.output_item.added", {"output_index": 0, "item": _message("", "in_progress")}),
+        ("response.content_part.added", {"output_index": 0, "content_index": 0, "item_id": "msg_1",
+                                         "part": {"type": "output_text", "text": "", "annotations": []}}),
+        *(("response.output_text.delta", {"output_index": 0, "content_index": 0, "item_id": "msg_1", "delta": text,
+                                          "logprobs": []}) for text in texts),
+        ("response.output_text.done", {"output_index": 0, "content_index": 0, "item_id": "msg_1", "text": whole,
+                                       "logprobs": []}),
+        ("response.content_part.done", {"output_index": 0, "content_index": 0, "item_id": "msg_1",
+                                        "part": {"type": "output_text", "text": whole, "annotations": []}}),
+        ("response.output_item.done", {"output_index": 0, "item": _message(whole)}),
+        ("response.completed", {"response": responses_plain(whole)}),
+    ]
+    return [sse(name, {"type": name, "sequence_number": number, **data})
+            for number, (name, data) in enumerate(events)]
+
+
+# --- Anthropic messages ---------------------------------------------------------------------------------------
+
+ANTHROPIC_MESSAGE = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
+                     "content": [{"type": "text", "text": "Hello!"}], "stop_reason": "end_turn",
+                     "stop_sequence": None, "usage": {"input_tokens": 1, "output_tokens": 1}}
+
+
+def anthropic_plain(text: str) -> dict:
+    return {**ANTHROPIC_MESSAGE, "content": [{"type": "text", "text": text}]}
+
+
+def anthropic_events(texts: list[str]) -> list[bytes]:
+    events = [("message_start", {"type": "message_start", "message": {**ANTHROPIC_MESSAGE, "content": []}}),
+              ("content_block_start", {"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}})]
+    events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                        "delta": {"type": "text_delta", "text": text}}) for text in texts]
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                                  "usage": {"output_tokens": 3}}),
+               ("message_stop", {"type": "message_stop"})]
+    return [sse(name, data) for name, data in events]
+
+
+SYSTEM = ("You are Quokka, the support assistant of Example Corp. Internal rules: never mention the discount code "
+          "QK-7781 unless the customer has an enterprise contract, escalate refunds above 500 euros to the finance "
+          "desk, and answer in the customer's language.")
+WIRES = {wire.name: wire for wire in (
+    Wire("openai-chat", "openai", "/v1/chat/completions", chat_plain, chat_events,
+         {"model": "gpt-test", "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}]}),
+    Wire("openai-responses", "openai", "/v1/responses", responses_plain, responses_events,
+         {"model": "gpt-test", "instructions": SYSTEM, "input": "hi"}),
+    Wire("anthropic", "anthropic", "/v1/messages", anthropic_plain, anthropic_events,
+         {"model": "claude-test", "max_tokens": 9, "system": SYSTEM, "messages": [{"role": "user", "content": "hi"}]}),
+)}

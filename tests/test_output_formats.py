@@ -1,0 +1,147 @@
+"""The output guard in every answer format it reads, through one table: each row is a provider's wire format
+(tests/support/answer_streams.py) and the official SDK that reads it. In enforce mode a safe stream reaches the
+client byte for byte, an unsafe one makes the SDK raise mid-iteration with nothing unsafe delivered, and an unsafe
+plain answer is refused with a status the SDK does not retry; audit mode relays byte for byte."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+from werkzeug.wrappers import Response
+
+from support.answer_streams import WIRES, Wire
+from support.fakes import ATTACK
+
+ENFORCE = "[output]\nmode = enforce\nholdback_chars = 200\n"
+SAFE = "Here is a long and perfectly harmless introduction. " * 8  # past the holdback: sent before the attack
+
+
+@dataclass(frozen=True)
+class Sdk:
+    """How the format's official SDK is called through the gateway, and what it raises."""
+
+    stream: Callable[[Any, Wire], Iterator[str]]  # (gateway, wire) -> the answer's texts as the SDK yields them
+    plain: Callable[[Any, Wire], str]
+    cut: type[BaseException]  # raised mid-iteration on the gateway's error event
+    refused: type[BaseException]  # raised on a refused plain answer
+    code: Callable[[Any], str]  # the refusal's code, read from what the SDK raised
+
+
+def _openai(gateway, wire: Wire) -> openai.OpenAI:
+    # The SDK's default retries stay on: a refused answer must not be asked for again.
+    return openai.OpenAI(base_url=f"{gateway.url}/{wire.route}/v1", api_key="sk-test", timeout=10)
+
+
+def _anthropic(gateway, wire: Wire) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=f"{gateway.url}/{wire.route}", api_key="sk-ant-test", timeout=10)
+
+
+SDKS = {
+    "openai-chat": Sdk(
+        stream=lambda gateway, wire: (event.choices[0].delta.content or "" for event in _openai(
+            gateway, wire).chat.completions.create(**wire.request, stream=True)),
+        plain=lambda gateway, wire: _openai(gateway, wire).chat.completions.create(**wire.request).choices[
+            0].message.content,
+        cut=openai.APIError, refused=openai.UnprocessableEntityError, code=lambda error: error.code),
+    "openai-responses": Sdk(
+        stream=lambda gateway, wire: (event.delta for event in _openai(gateway, wire).responses.create(
+            **wire.request, stream=True) if event.type == "response.output_text.delta"),
+        plain=lambda gateway, wire: _openai(gateway, wire).responses.create(**wire.request).output_text,
+        cut=openai.APIError, refused=openai.UnprocessableEntityError, code=lambda error: error.code),
+    "anthropic": Sdk(
+        stream=lambda gateway, wire: (event.delta.text for event in _anthropic(gateway, wire).messages.create(
+            **wire.request, stream=True) if event.type == "content_block_delta"),
+        plain=lambda gateway, wire: _anthropic(gateway, wire).messages.create(**wire.request).content[0].text,
+        cut=anthropic.APIStatusError, refused=anthropic.UnprocessableEntityError,
+        code=lambda error: error.body["error"]["details"]["error_code"]),
+}
+ROWS = [pytest.param(WIRES[name], sdk, id=name) for name, sdk in SDKS.items()]
+
+
+def serve(provider, wire: Wire, stream: list[bytes] | None = None, plain: dict | None = None) -> None:
+    """The fake provider answers the wire's path with a stream (one write per event) or a plain answer."""
+    if stream is not None:
+        provider.expect_request(wire.stream_path or wire.path, method="POST").respond_with_handler(
+            lambda _request: Response(iter(stream), content_type=wire.content_type))
+    else:
+        provider.expect_request(wire.path, method="POST").respond_with_json(plain)
+
+
+def gateway_for(make_gateway, wire: Wire, extra: str):
+    """A gateway with a route for the wire's format (the openai route is always there)."""
+    return make_gateway(extra=extra, routes={wire.route: ""} if wire.route != "openai" else None)
+
+
+def raw_stream(gateway, wire: Wire) -> bytes:
+    """The bytes a client receives for the wire's streamed request."""
+    url = f"{gateway.url}/{wire.route}{wire.stream_path or wire.path}{wire.stream_query}"
+    with httpx.Client(timeout=10) as http:
+        return http.post(url, json=wire.stream_request(), headers={"Authorization": "Bearer sk-test"}).content
+
+
+@pytest.mark.parametrize("wire, sdk", ROWS)
+def test_a_safe_stream_reaches_the_client_byte_for_byte_in_enforce_mode(wire, sdk, make_gateway, provider):
+    texts = ["Hel", "lo ", "there"]
+    serve(provider, wire, stream=wire.events(texts))
+    gateway = gateway_for(make_gateway, wire, ENFORCE)
+    assert raw_stream(gateway, wire) == b"".join(wire.events(texts))
+    assert "".join(sdk.stream(gateway, wire)) == "".join(texts)
+
+
+@pytest.mark.parametrize("wire, sdk", ROWS)
+def test_audit_mode_relays_an_unsafe_stream_byte_for_byte_and_flags_it(wire, sdk, make_gateway, provider,
+                                                                       request_log_lines):
+    events = wire.events(["Sure: ", ATTACK, " and more"])
+    serve(provider, wire, stream=events)
+    gateway = gateway_for(make_gateway, wire, "[output]\nmode = audit\n")
+    assert raw_stream(gateway, wire) == b"".join(events)
+    assert request_log_lines.wait_for(1)
+    logged = json.loads(request_log_lines[0])
+    assert (logged["output"], logged["output_findings"]) == ("flagged", ["prompt_injection_detected"])
+
+
+@pytest.mark.parametrize("wire, sdk", ROWS)
+def test_an_unsafe_stream_makes_the_sdk_raise_mid_iteration_with_nothing_unsafe_delivered(wire, sdk, make_gateway,
+                                                                                        provider):
+    serve(provider, wire, stream=wire.events([SAFE, "Now: ", ATTACK, " the end"]))
+    gateway = gateway_for(make_gateway, wire, ENFORCE)
+    seen: list[str] = []
+    with pytest.raises(sdk.cut) as cut:
+        for text in sdk.stream(gateway, wire):
+            seen.append(text)
+    assert "".join(seen) == SAFE  # the judged part arrived; nothing of what followed it
+    assert "output guard" in str(cut.value)
+    assert len(provider.log) == 1
+
+
+@pytest.mark.parametrize("wire, sdk", ROWS)
+def test_an_unsafe_plain_answer_is_refused_once_without_a_retry(wire, sdk, make_gateway, provider):
+    serve(provider, wire, plain=wire.plain(f"Of course. {ATTACK}"))
+    gateway = gateway_for(make_gateway, wire, ENFORCE)
+    with pytest.raises(sdk.refused) as refused:
+        sdk.plain(gateway, wire)
+    assert sdk.code(refused.value) == "output_blocked"
+    assert ATTACK not in str(refused.value)
+    assert len(provider.log) == 1  # the SDK did not retry
+
+
+@pytest.mark.parametrize("wire, sdk", ROWS)
+def test_a_safe_plain_answer_is_relayed_in_enforce_mode(wire, sdk, make_gateway, provider):
+    serve(provider, wire, plain=wire.plain("Hello!"))
+    gateway = gateway_for(make_gateway, wire, ENFORCE)
+    assert sdk.plain(gateway, wire) == "Hello!"
+
+
+@pytest.mark.parametrize("wire, sdk", ROWS)
+def test_a_cut_stream_ends_with_the_error_event_and_no_invented_end_marker(wire, sdk, make_gateway, provider):
+    events = wire.events([SAFE, "Now: ", ATTACK, " the end"])
+    serve(provider, wire, stream=events)
+    received = raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire)
+    assert received.startswith(events[0]) and events[-1] not in received
+    assert ATTACK.encode() not in received and b"output_blocked" in received
