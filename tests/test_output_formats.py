@@ -6,6 +6,7 @@ plain answer is refused with a status the SDK does not retry; audit mode relays 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -13,9 +14,12 @@ import anthropic
 import httpx
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 from werkzeug.wrappers import Response
 
-from support.answer_streams import WIRES, Wire
+from support.answer_streams import GEMINI_MODEL, SYSTEM, WIRES, Wire
 from support.fakes import ATTACK
 
 ENFORCE = "[output]\nmode = enforce\nholdback_chars = 200\n"
@@ -42,6 +46,26 @@ def _anthropic(gateway, wire: Wire) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=f"{gateway.url}/{wire.route}", api_key="sk-ant-test", timeout=10)
 
 
+def _genai(gateway, wire: Wire) -> genai.Client:
+    # Retries on with the SDK's defaults: a refused answer must not be asked for again.
+    return genai.Client(api_key="AIza-test", http_options=genai_types.HttpOptions(
+        base_url=f"{gateway.url}/{wire.route}", timeout=10_000, retry_options=genai_types.HttpRetryOptions()))
+
+
+def _genai_stream(gateway, wire: Wire) -> Iterator[str]:
+    client = _genai(gateway, wire)
+    try:
+        yield from (chunk.text or "" for chunk in client.models.generate_content_stream(
+            model=GEMINI_MODEL, contents="hi", config=genai_types.GenerateContentConfig(system_instruction=SYSTEM)))
+    finally:
+        client.close()
+
+
+def _genai_plain(gateway, wire: Wire) -> str:
+    with _genai(gateway, wire) as client:
+        return client.models.generate_content(model=GEMINI_MODEL, contents="hi").text
+
+
 SDKS = {
     "openai-chat": Sdk(
         stream=lambda gateway, wire: (event.choices[0].delta.content or "" for event in _openai(
@@ -60,17 +84,24 @@ SDKS = {
         plain=lambda gateway, wire: _anthropic(gateway, wire).messages.create(**wire.request).content[0].text,
         cut=anthropic.APIStatusError, refused=anthropic.UnprocessableEntityError,
         code=lambda error: error.body["error"]["details"]["error_code"]),
+    "gemini": Sdk(stream=_genai_stream, plain=_genai_plain, cut=genai_errors.ClientError,
+                  refused=genai_errors.ClientError, code=lambda error: error.details["error"]["details"][0]["reason"].lower()),
 }
 ROWS = [pytest.param(WIRES[name], sdk, id=name) for name, sdk in SDKS.items()]
+# Every answer format, with or without an SDK (no SDK streams Gemini's JSON array: google-genai asks for SSE).
+WIRE_ROWS = [pytest.param(wire, id=name) for name, wire in WIRES.items()]
 
 
 def serve(provider, wire: Wire, stream: list[bytes] | None = None, plain: dict | None = None) -> None:
     """The fake provider answers the wire's path with a stream (one write per event) or a plain answer."""
+    path = wire.stream_path or wire.path if stream is not None else wire.path
+    # SDK releases differ in the API version they call (Gemini's v1beta or v1); the gateway serves both.
+    uri = re.compile(re.escape(path).replace("v1beta", "v1(?:beta)?") + "$")
     if stream is not None:
-        provider.expect_request(wire.stream_path or wire.path, method="POST").respond_with_handler(
+        provider.expect_request(uri, method="POST").respond_with_handler(
             lambda _request: Response(iter(stream), content_type=wire.content_type))
     else:
-        provider.expect_request(wire.path, method="POST").respond_with_json(plain)
+        provider.expect_request(uri, method="POST").respond_with_json(plain)
 
 
 def gateway_for(make_gateway, wire: Wire, extra: str):
@@ -85,17 +116,21 @@ def raw_stream(gateway, wire: Wire) -> bytes:
         return http.post(url, json=wire.stream_request(), headers={"Authorization": "Bearer sk-test"}).content
 
 
-@pytest.mark.parametrize("wire, sdk", ROWS)
-def test_a_safe_stream_reaches_the_client_byte_for_byte_in_enforce_mode(wire, sdk, make_gateway, provider):
-    texts = ["Hel", "lo ", "there"]
-    serve(provider, wire, stream=wire.events(texts))
-    gateway = gateway_for(make_gateway, wire, ENFORCE)
-    assert raw_stream(gateway, wire) == b"".join(wire.events(texts))
-    assert "".join(sdk.stream(gateway, wire)) == "".join(texts)
+@pytest.mark.parametrize("wire", WIRE_ROWS)
+def test_a_safe_stream_reaches_the_client_byte_for_byte_in_enforce_mode(wire, make_gateway, provider):
+    events = wire.events(["Hel", "lo ", "there"])
+    serve(provider, wire, stream=events)
+    assert raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire) == b"".join(events)
 
 
 @pytest.mark.parametrize("wire, sdk", ROWS)
-def test_audit_mode_relays_an_unsafe_stream_byte_for_byte_and_flags_it(wire, sdk, make_gateway, provider,
+def test_a_safe_stream_reaches_the_sdk_whole_in_enforce_mode(wire, sdk, make_gateway, provider):
+    serve(provider, wire, stream=wire.events(["Hel", "lo ", "there"]))
+    assert "".join(sdk.stream(gateway_for(make_gateway, wire, ENFORCE), wire)) == "Hello there"
+
+
+@pytest.mark.parametrize("wire", WIRE_ROWS)
+def test_audit_mode_relays_an_unsafe_stream_byte_for_byte_and_flags_it(wire, make_gateway, provider,
                                                                        request_log_lines):
     events = wire.events(["Sure: ", ATTACK, " and more"])
     serve(provider, wire, stream=events)
@@ -138,10 +173,18 @@ def test_a_safe_plain_answer_is_relayed_in_enforce_mode(wire, sdk, make_gateway,
     assert sdk.plain(gateway, wire) == "Hello!"
 
 
-@pytest.mark.parametrize("wire, sdk", ROWS)
-def test_a_cut_stream_ends_with_the_error_event_and_no_invented_end_marker(wire, sdk, make_gateway, provider):
+@pytest.mark.parametrize("wire", WIRE_ROWS)
+def test_a_cut_stream_ends_with_the_error_event_and_no_invented_end_marker(wire, make_gateway, provider):
     events = wire.events([SAFE, "Now: ", ATTACK, " the end"])
     serve(provider, wire, stream=events)
     received = raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire)
     assert received.startswith(events[0]) and events[-1] not in received
-    assert ATTACK.encode() not in received and b"output_blocked" in received
+    assert ATTACK.encode() not in received and b"output_blocked" in received.lower()
+
+
+def test_a_cut_json_array_stream_is_still_one_json_array_ending_with_the_error(make_gateway, provider):
+    wire = WIRES["gemini-array"]
+    serve(provider, wire, stream=wire.events([SAFE, ATTACK]))
+    elements = json.loads(raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire))
+    assert elements[0]["candidates"][0]["content"]["parts"][0]["text"] == SAFE
+    assert elements[-1]["error"]["details"][0]["reason"] == "OUTPUT_BLOCKED" and len(elements) == 2

@@ -105,9 +105,40 @@ def anthropic_events(texts: list[str]) -> list[bytes]:
     return [sse(name, data) for name, data in events]
 
 
+# --- Gemini ---------------------------------------------------------------------------------------------------
+
+GEMINI_MODEL = "gemini-test"
+
+
+def gemini_plain(text: str) -> dict:
+    return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP",
+                            "index": 0}],
+            "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2},
+            "modelVersion": GEMINI_MODEL}
+
+
+def _gemini_chunks(texts: list[str]) -> list[dict]:
+    chunks = [{"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}]}
+              for text in texts]
+    return chunks + [{**gemini_plain(""), "candidates": [{"content": {"role": "model", "parts": [{"text": ""}]},
+                                                          "finishReason": "STOP", "index": 0}]}]
+
+
+def gemini_sse_events(texts: list[str]) -> list[bytes]:
+    return [f"data: {json.dumps(chunk)}\r\n\r\n".encode() for chunk in _gemini_chunks(texts)]
+
+
+def gemini_array_events(texts: list[str]) -> list[bytes]:
+    """The JSON array without alt=sse, written as the API writes it: `[{...}`, then `,\r\n{...}`, then `]`."""
+    chunks = [json.dumps(chunk, indent=2).encode() for chunk in _gemini_chunks(texts)]
+    return [b"[" + chunks[0]] + [b",\r\n" + chunk for chunk in chunks[1:]] + [b"\n]"]
+
+
 SYSTEM = ("You are Quokka, the support assistant of Example Corp. Internal rules: never mention the discount code "
           "QK-7781 unless the customer has an enterprise contract, escalate refunds above 500 euros to the finance "
           "desk, and answer in the customer's language.")
+GEMINI_REQUEST = {"systemInstruction": {"parts": [{"text": SYSTEM}]},
+                  "contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
 WIRES = {wire.name: wire for wire in (
     Wire("openai-chat", "openai", "/v1/chat/completions", chat_plain, chat_events,
          {"model": "gpt-test", "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}]}),
@@ -115,4 +146,11 @@ WIRES = {wire.name: wire for wire in (
          {"model": "gpt-test", "instructions": SYSTEM, "input": "hi"}),
     Wire("anthropic", "anthropic", "/v1/messages", anthropic_plain, anthropic_events,
          {"model": "claude-test", "max_tokens": 9, "system": SYSTEM, "messages": [{"role": "user", "content": "hi"}]}),
+    Wire("gemini", "gemini", f"/v1beta/models/{GEMINI_MODEL}:generateContent", gemini_plain, gemini_sse_events,
+         GEMINI_REQUEST,
+         stream_path=f"/v1beta/models/{GEMINI_MODEL}:streamGenerateContent", stream_query="?alt=sse"),
+    Wire("gemini-array", "gemini", f"/v1beta/models/{GEMINI_MODEL}:generateContent", gemini_plain,
+         gemini_array_events,
+         GEMINI_REQUEST,
+         content_type="application/json", stream_path=f"/v1beta/models/{GEMINI_MODEL}:streamGenerateContent"),
 )}
