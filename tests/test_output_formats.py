@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import anthropic
+import cohere
+from cohere.errors import UnprocessableEntityError
 import httpx
 import openai
 import pytest
@@ -66,6 +68,34 @@ def _genai_plain(gateway, wire: Wire) -> str:
         return client.models.generate_content(model=GEMINI_MODEL, contents="hi").text
 
 
+class CohereCut(Exception):
+    """What a cohere caller raises on a stream that ends with finish_reason ERROR: the SDK itself raises on no
+    in-band event, so callers check the finish reason, as Cohere documents."""
+
+
+def _cohere_v2_stream(gateway, wire: Wire) -> Iterator[str]:
+    client = cohere.ClientV2(api_key="co-test", base_url=f"{gateway.url}/{wire.route}", timeout=10)
+    for event in client.chat_stream(**wire.request):
+        if event.type == "content-delta":
+            yield event.delta.message.content.text
+        elif event.type == "message-end" and event.delta.finish_reason == "ERROR":
+            raise CohereCut(event.delta.error)
+
+
+def _cohere_v1_stream(gateway, wire: Wire) -> Iterator[str]:
+    client = cohere.Client(api_key="co-test", base_url=f"{gateway.url}/{wire.route}", timeout=10)
+    for event in client.chat_stream(**wire.request):
+        if event.event_type == "text-generation":
+            yield event.text
+        elif event.event_type == "stream-end" and event.finish_reason == "ERROR":
+            raise CohereCut(event.error)
+
+
+def _cohere_code(error: Any) -> str:
+    # Cohere's error body is `{"id", "message"}`, with no code: the message names the output guard.
+    return "output_blocked" if "output guard" in error.body["message"] else error.body["message"]
+
+
 SDKS = {
     "openai-chat": Sdk(
         stream=lambda gateway, wire: (event.choices[0].delta.content or "" for event in _openai(
@@ -84,8 +114,19 @@ SDKS = {
         plain=lambda gateway, wire: _anthropic(gateway, wire).messages.create(**wire.request).content[0].text,
         cut=anthropic.APIStatusError, refused=anthropic.UnprocessableEntityError,
         code=lambda error: error.body["error"]["details"]["error_code"]),
+    "cohere-v2": Sdk(
+        stream=_cohere_v2_stream,
+        plain=lambda gateway, wire: cohere.ClientV2(api_key="co-test", base_url=f"{gateway.url}/{wire.route}",
+                                                    timeout=10).chat(**wire.request).message.content[0].text,
+        cut=CohereCut, refused=UnprocessableEntityError, code=_cohere_code),
+    "cohere-v1": Sdk(
+        stream=_cohere_v1_stream,
+        plain=lambda gateway, wire: cohere.Client(api_key="co-test", base_url=f"{gateway.url}/{wire.route}",
+                                                  timeout=10).chat(**wire.request).text,
+        cut=CohereCut, refused=UnprocessableEntityError, code=_cohere_code),
     "gemini": Sdk(stream=_genai_stream, plain=_genai_plain, cut=genai_errors.ClientError,
-                  refused=genai_errors.ClientError, code=lambda error: error.details["error"]["details"][0]["reason"].lower()),
+                  refused=genai_errors.ClientError,
+                  code=lambda error: error.details["error"]["details"][0]["reason"].lower()),
 }
 ROWS = [pytest.param(WIRES[name], sdk, id=name) for name, sdk in SDKS.items()]
 # Every answer format, with or without an SDK (no SDK streams Gemini's JSON array: google-genai asks for SSE).

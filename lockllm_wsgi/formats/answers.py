@@ -19,7 +19,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 # An event ends at a blank line; the three line ends SSE allows.
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
@@ -183,6 +183,40 @@ class StreamReader:
 
     def feed(self, event: str | None, data: str) -> list[Piece]:
         raise NotImplementedError
+
+
+# A whole text of an answer, as an event that repeats it gives it: its channel, the field it came in (a tool call's
+# `name` and `arguments` share one channel), the text, and whether it goes to a tool.
+Fact = tuple[str, str, str, bool]
+
+
+class Transcript:
+    """What each channel of a stream has received so far, for providers whose closing events repeat the whole
+    text their deltas carried (Responses' `*.done`, Cohere v1's `stream-end`): a repeated text adds only what the
+    deltas did not carry, so the end of a stream is not judged twice, yet a provider cannot show an SDK's final
+    object a text its deltas never held."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], str] = {}
+
+    def delta(self, channel: str, field: str, text: str, tool: bool = False) -> Piece:
+        self._seen[channel, field] = self._seen.get((channel, field), "") + text
+        return Piece(channel, text, tool)
+
+    def settle(self, facts: Iterable[Fact]) -> list[Piece]:
+        """The rest of each whole text whose beginning the deltas carried; the whole text, on a channel of its own
+        (`.final`), when it says something else."""
+        pieces = []
+        for channel, field, text, tool in facts:
+            seen = self._seen.get((channel, field), "")
+            if text == seen:
+                continue
+            self._seen[channel, field] = text
+            if text.startswith(seen):
+                pieces.append(Piece(channel, text[len(seen):], tool))
+            else:
+                pieces.append(Piece(f"{channel}.final", text, tool))
+        return pieces
 
 
 def json_or_none(data: str | bytes) -> Any:

@@ -16,11 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from .answers import Piece, StreamReader, json_or_none, unreadable
-
-# A fact: a whole text of the answer, at its channel, under the field it came in (a call's `name` and
-# `arguments` share one channel), and whether it goes to a tool.
-Fact = tuple[str, str, str, bool]
+from .answers import Fact, Piece, StreamReader, Transcript, json_or_none, unreadable
 
 # Output items by type: the fields holding what the model wrote for a tool to run.
 _TOOL_ITEMS = {
@@ -108,7 +104,7 @@ class ResponsesStream(StreamReader):
     """Typed events (`event: response.output_text.delta` and `data: {"type": ...}`)."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], str] = {}  # (channel, field) -> the text its deltas and facts built
+        self._transcript = Transcript()
 
     def feed(self, event: str | None, data: str) -> list[Piece]:
         payload = json_or_none(data)
@@ -122,34 +118,17 @@ class ResponsesStream(StreamReader):
             delta = payload.get("delta")
             if not isinstance(delta, str):
                 return unreadable(data)
-            channel = _channel(payload)
-            self._seen[channel, field] = self._seen.get((channel, field), "") + delta
-            return [Piece(channel, delta, tool)]
+            return [self._transcript.delta(_channel(payload), field, delta, tool)]
         if isinstance(payload.get("response"), dict):  # response.created, .in_progress, .completed, .failed...
-            return self._settle(_output_facts(payload["response"]))
+            return self._transcript.settle(_output_facts(payload["response"]))
         if "item" in payload:  # response.output_item.added / .done
-            return self._settle(_item_facts(payload["item"], f"output[{payload.get('output_index')}]"))
+            return self._transcript.settle(_item_facts(payload["item"], f"output[{payload.get('output_index')}]"))
         if "part" in payload:  # response.content_part.* and response.reasoning_summary_part.*
-            return self._settle(_part_facts(payload["part"], _channel(payload)))
+            return self._transcript.settle(_part_facts(payload["part"], _channel(payload)))
         done = [(_channel(payload), field, payload[field], tool) for field, tool in _DONE_FIELDS.items()
                 if isinstance(payload.get(field), str)]
         if done:
-            return self._settle(done)
+            return self._transcript.settle(done)
         if set(payload) <= _BOOKKEEPING:
             return []
         return unreadable(data)  # an event this reader does not know: judged as it is
-
-    def _settle(self, facts: Iterator[Fact] | list[Fact]) -> list[Piece]:
-        """The part of each whole text its deltas did not carry: the rest, when they carried its beginning; the
-        whole text on a channel of its own, when it says something else."""
-        pieces = []
-        for channel, field, text, tool in facts:
-            seen = self._seen.get((channel, field), "")
-            if text == seen:
-                continue
-            self._seen[channel, field] = text
-            if text.startswith(seen):
-                pieces.append(Piece(channel, text[len(seen):], tool))
-            else:
-                pieces.append(Piece(f"{channel}.final", text, tool))
-        return pieces

@@ -134,6 +134,36 @@ def gemini_array_events(texts: list[str]) -> list[bytes]:
     return [b"[" + chunks[0]] + [b",\r\n" + chunk for chunk in chunks[1:]] + [b"\n]"]
 
 
+# --- Cohere ---------------------------------------------------------------------------------------------------
+
+def cohere_v2_plain(text: str) -> dict:
+    return {"id": "r1", "finish_reason": "COMPLETE", "usage": {},
+            "message": {"role": "assistant", "content": [{"type": "text", "text": text}]}}
+
+
+def cohere_v2_events(texts: list[str]) -> list[bytes]:
+    events = [{"type": "message-start", "id": "r1", "delta": {"message": {"role": "assistant"}}},
+              {"type": "content-start", "index": 0, "delta": {"message": {"content": {"type": "text", "text": ""}}}},
+              *({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": text}}}}
+                for text in texts),
+              {"type": "content-end", "index": 0},
+              {"type": "message-end", "delta": {"finish_reason": "COMPLETE"}}]
+    return [sse(event["type"], event) for event in events]
+
+
+def cohere_v1_plain(text: str) -> dict:
+    return {"text": text, "generation_id": "g1", "finish_reason": "COMPLETE"}
+
+
+def cohere_v1_events(texts: list[str]) -> list[bytes]:
+    """v1's default stream: one JSON object a line."""
+    events = [{"is_finished": False, "event_type": "stream-start", "generation_id": "g1"},
+              *({"is_finished": False, "event_type": "text-generation", "text": text} for text in texts),
+              {"is_finished": True, "event_type": "stream-end", "finish_reason": "COMPLETE",
+               "response": cohere_v1_plain("".join(texts))}]
+    return [json.dumps(event).encode() + b"\n" for event in events]
+
+
 SYSTEM = ("You are Quokka, the support assistant of Example Corp. Internal rules: never mention the discount code "
           "QK-7781 unless the customer has an enterprise contract, escalate refunds above 500 euros to the finance "
           "desk, and answer in the customer's language.")
@@ -153,4 +183,9 @@ WIRES = {wire.name: wire for wire in (
          gemini_array_events,
          GEMINI_REQUEST,
          content_type="application/json", stream_path=f"/v1beta/models/{GEMINI_MODEL}:streamGenerateContent"),
+    Wire("cohere-v2", "cohere", "/v2/chat", cohere_v2_plain, cohere_v2_events,
+         {"model": "command-a", "messages": [{"role": "system", "content": SYSTEM},
+                                             {"role": "user", "content": "hi"}]}),
+    Wire("cohere-v1", "cohere", "/v1/chat", cohere_v1_plain, cohere_v1_events,
+         {"model": "command-r", "preamble": SYSTEM, "message": "hi"}, content_type="application/stream+json"),
 )}
