@@ -7,25 +7,41 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import anthropic
+import boto3
 import cohere
 from cohere.errors import UnprocessableEntityError
 import httpx
 import openai
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError, EventStreamError
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from werkzeug.wrappers import Response
 
-from support.answer_streams import GEMINI_MODEL, SYSTEM, WIRES, Wire
+from lockllm_wsgi.formats.bedrock import CREDENTIALS
+from support.answer_streams import BEDROCK_CLAUDE, BEDROCK_MODEL, GEMINI_MODEL, SYSTEM, WIRES, Wire
 from support.fakes import ATTACK
 
 ENFORCE = "[output]\nmode = enforce\nholdback_chars = 200\n"
 SAFE = "Here is a long and perfectly harmless introduction. " * 8  # past the holdback: sent before the attack
+
+
+@pytest.fixture(autouse=True)
+def gateway_aws_credentials(monkeypatch):
+    """Bedrock rows: the gateway signs with its own AWS identity, from its environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAGATEWAYGATEWAY01")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "gateway-secret")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    CREDENTIALS.forget()
+    yield
+    CREDENTIALS.forget()
 
 
 @dataclass(frozen=True)
@@ -91,9 +107,46 @@ def _cohere_v1_stream(gateway, wire: Wire) -> Iterator[str]:
             raise CohereCut(event.error)
 
 
+def _bedrock(gateway, wire: Wire):
+    # boto3's standard retries stay on: a refused answer must not be asked for again.
+    return boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=f"{gateway.url}/{wire.route}",
+                        aws_access_key_id="AKIACLIENTCLIENT0001", aws_secret_access_key="client-secret",
+                        config=Config(retries={"mode": "standard"}))
+
+
+def _converse_stream(gateway, wire: Wire) -> Iterator[str]:
+    with closing(_bedrock(gateway, wire)) as client:
+        with closing(client.converse_stream(modelId=BEDROCK_MODEL, **wire.request)["stream"]) as stream:
+            yield from (event["contentBlockDelta"]["delta"]["text"] for event in stream if "contentBlockDelta" in event)
+
+
+def _converse_plain(gateway, wire: Wire) -> str:
+    with closing(_bedrock(gateway, wire)) as client:
+        return client.converse(modelId=BEDROCK_MODEL, **wire.request)["output"]["message"]["content"][0]["text"]
+
+
+def _invoke_stream(gateway, wire: Wire) -> Iterator[str]:
+    with closing(_bedrock(gateway, wire)) as client:
+        with closing(client.invoke_model_with_response_stream(
+                modelId=BEDROCK_CLAUDE, body=json.dumps(wire.request), contentType="application/json")["body"]) as stream:
+            events = (json.loads(event["chunk"]["bytes"]) for event in stream)
+            yield from (event["delta"]["text"] for event in events if event["type"] == "content_block_delta")
+
+
+def _invoke_plain(gateway, wire: Wire) -> str:
+    with closing(_bedrock(gateway, wire)) as client:
+        reply = client.invoke_model(modelId=BEDROCK_CLAUDE, body=json.dumps(wire.request),
+                                    contentType="application/json")
+        return json.loads(reply["body"].read())["content"][0]["text"]
+
+
+def _message_code(message: str) -> str:
+    # Cohere's and Bedrock's error bodies carry a message and no code: the message names the output guard.
+    return "output_blocked" if "output guard" in message else message
+
+
 def _cohere_code(error: Any) -> str:
-    # Cohere's error body is `{"id", "message"}`, with no code: the message names the output guard.
-    return "output_blocked" if "output guard" in error.body["message"] else error.body["message"]
+    return _message_code(error.body["message"])
 
 
 SDKS = {
@@ -124,6 +177,13 @@ SDKS = {
         plain=lambda gateway, wire: cohere.Client(api_key="co-test", base_url=f"{gateway.url}/{wire.route}",
                                                   timeout=10).chat(**wire.request).text,
         cut=CohereCut, refused=UnprocessableEntityError, code=_cohere_code),
+    "bedrock-converse": Sdk(
+        stream=_converse_stream,
+        plain=_converse_plain,
+        cut=EventStreamError, refused=ClientError, code=lambda error: _message_code(error.response["Error"]["Message"])),
+    "bedrock-invoke": Sdk(
+        stream=_invoke_stream, plain=_invoke_plain, cut=EventStreamError, refused=ClientError,
+        code=lambda error: _message_code(error.response["Error"]["Message"])),
     "gemini": Sdk(stream=_genai_stream, plain=_genai_plain, cut=genai_errors.ClientError,
                   refused=genai_errors.ClientError,
                   code=lambda error: error.details["error"]["details"][0]["reason"].lower()),
@@ -147,7 +207,7 @@ def serve(provider, wire: Wire, stream: list[bytes] | None = None, plain: dict |
 
 def gateway_for(make_gateway, wire: Wire, extra: str):
     """A gateway with a route for the wire's format (the openai route is always there)."""
-    return make_gateway(extra=extra, routes={wire.route: ""} if wire.route != "openai" else None)
+    return make_gateway(extra=extra, routes={wire.route: wire.route_keys} if wire.route != "openai" else None)
 
 
 def raw_stream(gateway, wire: Wire) -> bytes:
@@ -220,7 +280,7 @@ def test_a_cut_stream_ends_with_the_error_event_and_no_invented_end_marker(wire,
     serve(provider, wire, stream=events)
     received = raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire)
     assert received.startswith(events[0]) and events[-1] not in received
-    assert ATTACK.encode() not in received and b"output_blocked" in received.lower()
+    assert ATTACK.encode() not in received and b"output guard" in received
 
 
 def test_a_cut_json_array_stream_is_still_one_json_array_ending_with_the_error(make_gateway, provider):

@@ -4,7 +4,10 @@ provider frames it. The output-guard tests drive every format through the same t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import struct
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +21,7 @@ class Wire:
     events: Callable[[list[str]], list[bytes]]  # the whole stream, one byte string per event
     request: dict  # a request the gateway relays to `path`; streamed with "stream": true where the body says so
     content_type: str = "text/event-stream"
+    route_keys: str = ""  # the test route's own keys
     stream_path: str = ""  # where the provider streams, when not at `path`
     stream_query: str = ""  # what a client adds to the query string to stream
 
@@ -164,6 +168,46 @@ def cohere_v1_events(texts: list[str]) -> list[bytes]:
     return [json.dumps(event).encode() + b"\n" for event in events]
 
 
+# --- Bedrock --------------------------------------------------------------------------------------------------
+
+BEDROCK_MODEL = "amazon.nova-lite-v1:0"
+BEDROCK_CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+EVENT_STREAM = "application/vnd.amazon.eventstream"
+
+
+def aws_event(event_type: str, payload: dict) -> bytes:
+    """One message in AWS's binary event-stream encoding, as ConverseStream sends it."""
+    headers = b"".join(
+        struct.pack("B", len(name)) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
+        for name, value in ((":event-type", event_type), (":content-type", "application/json"),
+                            (":message-type", "event")))
+    body = json.dumps(payload).encode()
+    prelude = struct.pack(">II", 16 + len(headers) + len(body), len(headers))
+    prelude += struct.pack(">I", binascii.crc32(prelude))
+    message = prelude + headers + body
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def converse_plain(text: str) -> dict:
+    return {"output": {"message": {"role": "assistant", "content": [{"text": text}]}}, "stopReason": "end_turn",
+            "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2}, "metrics": {"latencyMs": 1}}
+
+
+def converse_events(texts: list[str]) -> list[bytes]:
+    return [aws_event("messageStart", {"role": "assistant"}),
+            *(aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": text}}) for text in texts),
+            aws_event("contentBlockStop", {"contentBlockIndex": 0}),
+            aws_event("messageStop", {"stopReason": "end_turn"})]
+
+
+def invoke_events(texts: list[str]) -> list[bytes]:
+    """InvokeModelWithResponseStream for a Claude model: Anthropic's events, base64 in `chunk` events."""
+    def chunk(event: bytes) -> bytes:
+        data = event.decode().split("data: ", 1)[1].strip()
+        return aws_event("chunk", {"bytes": base64.b64encode(data.encode()).decode()})
+    return [chunk(event) for event in anthropic_events(texts)]
+
+
 SYSTEM = ("You are Quokka, the support assistant of Example Corp. Internal rules: never mention the discount code "
           "QK-7781 unless the customer has an enterprise contract, escalate refunds above 500 euros to the finance "
           "desk, and answer in the customer's language.")
@@ -188,4 +232,13 @@ WIRES = {wire.name: wire for wire in (
                                              {"role": "user", "content": "hi"}]}),
     Wire("cohere-v1", "cohere", "/v1/chat", cohere_v1_plain, cohere_v1_events,
          {"model": "command-r", "preamble": SYSTEM, "message": "hi"}, content_type="application/stream+json"),
+    Wire("bedrock-converse", "bedrock", f"/model/{BEDROCK_MODEL}/converse", converse_plain, converse_events,
+         {"system": [{"text": SYSTEM}], "messages": [{"role": "user", "content": [{"text": "hi"}]}]},
+         content_type=EVENT_STREAM, route_keys="region = us-east-1",
+         stream_path=f"/model/{BEDROCK_MODEL}/converse-stream"),
+    Wire("bedrock-invoke", "bedrock", f"/model/{BEDROCK_CLAUDE}/invoke", anthropic_plain, invoke_events,
+         {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 9, "system": SYSTEM,
+          "messages": [{"role": "user", "content": "hi"}]},
+         content_type=EVENT_STREAM, route_keys="region = us-east-1",
+         stream_path=f"/model/{BEDROCK_CLAUDE}/invoke-with-response-stream"),
 )}
