@@ -219,6 +219,20 @@ class Transcript:
         return pieces
 
 
+class JSONStreamReader(StreamReader):
+    """A reader of events whose data is one JSON object each; data that is not one is judged as it is."""
+
+    def feed(self, event: str | None, data: str) -> list[Piece]:
+        if not data.strip():
+            return []
+        payload = json_or_none(data)
+        return self.read(event, payload, data) if isinstance(payload, dict) else unreadable(data)
+
+    def read(self, event: str | None, payload: dict, data: str) -> list[Piece]:
+        """The pieces of one event's JSON object (`data` is its text, for what the reader does not know)."""
+        raise NotImplementedError
+
+
 def json_or_none(data: str | bytes) -> Any:
     try:
         return json.loads(data)

@@ -19,7 +19,8 @@ from typing import Any, Iterator
 from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
 from . import WireFormat, json_bytes, known_role, with_request_id
-from .answers import Fact, Framing, JSONLines, Piece, SSEEvents, StreamReader, Transcript, json_or_none, unreadable
+from .answers import (Fact, Framing, JSONLines, JSONStreamReader, Piece, SSEEvents, StreamReader, Transcript,
+                      unreadable)
 
 # Keys with no text the model reads. `connectors` and `conversation_id` make Cohere fetch text itself (web
 # search, stored history): the gateway cannot scan what it never sees, as with OpenAI's stored responses.
@@ -196,7 +197,7 @@ def _v2_pieces(message: Any) -> list[Piece]:
     return pieces
 
 
-class _V1Stream(StreamReader):
+class _V1Stream(JSONStreamReader):
     """v1 events (`event_type`), one JSON object a line or as server-sent events. `tool-calls-generation` and
     `stream-end` repeat what the deltas carried: only what they add is judged."""
 
@@ -204,10 +205,7 @@ class _V1Stream(StreamReader):
         self._transcript = Transcript()
         self._calls: dict[int, str] = {}
 
-    def feed(self, event: str | None, data: str) -> list[Piece]:
-        payload = json_or_none(data)
-        if not isinstance(payload, dict):
-            return unreadable(data)
+    def read(self, event: str | None, payload: dict, data: str) -> list[Piece]:
         kind = payload.get("event_type")
         if kind in _V1_SILENT:
             return []
@@ -227,13 +225,10 @@ class _V1Stream(StreamReader):
         return unreadable(data)  # an event this reader does not know: judged as it is
 
 
-class _V2Stream(StreamReader):
+class _V2Stream(JSONStreamReader):
     """v2 server-sent events, named as their `type`; deltas only, nothing repeated."""
 
-    def feed(self, event: str | None, data: str) -> list[Piece]:
-        payload = json_or_none(data)
-        if not isinstance(payload, dict):
-            return unreadable(data)
+    def read(self, event: str | None, payload: dict, data: str) -> list[Piece]:
         kind = payload.get("type", event)
         if kind in _V2_SILENT:
             return []

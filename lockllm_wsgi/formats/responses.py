@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from .answers import Fact, Piece, StreamReader, Transcript, json_or_none, unreadable
+from .answers import Fact, JSONStreamReader, Piece, Transcript, unreadable
 
 # Output items by type: the fields holding what the model wrote for a tool to run.
 _TOOL_ITEMS = {
@@ -100,16 +100,13 @@ def _channel(event: dict) -> str:
     return where
 
 
-class ResponsesStream(StreamReader):
+class ResponsesStream(JSONStreamReader):
     """Typed events (`event: response.output_text.delta` and `data: {"type": ...}`)."""
 
     def __init__(self) -> None:
         self._transcript = Transcript()
 
-    def feed(self, event: str | None, data: str) -> list[Piece]:
-        payload = json_or_none(data)
-        if not isinstance(payload, dict):
-            return unreadable(data)
+    def read(self, event: str | None, payload: dict, data: str) -> list[Piece]:
         kind = payload.get("type", event)
         if kind in _SILENT_EVENTS:
             return []
