@@ -11,6 +11,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+import werkzeug.test
 from werkzeug.wrappers import Response
 
 from lockllm_wsgi.formats import FORMATS
@@ -292,3 +293,19 @@ def test_without_botocore_bedrock_streams_stay_unread(monkeypatch):
     assert bedrock.answer_kind("POST", "/model/m/converse-stream") == "unread"
     assert bedrock.answer_kind("POST", "/model/m/converse") == "read"
     assert bedrock.stream_framing("/model/m/converse-stream", EVENT_STREAM) is None
+
+
+def test_the_output_mode_is_set_per_route_and_per_named_policy(make_gateway, provider):
+    """[route:NAME] and [policy:NAME] set `output_mode` over `[output] mode` (off here); a client cannot choose it."""
+    provider.expect_request("/v1/chat/completions", method="POST").respond_with_json(chat_plain(f"Sure. {ATTACK}"))
+    provider.expect_request("/v1/messages", method="POST").respond_with_json(anthropic_plain(f"Sure. {ATTACK}"))
+    gateway = make_gateway(extra="[policy:guarded]\noutput_mode = enforce\n",
+                           routes={"anthropic": "output_mode = enforce"})
+    client = werkzeug.test.Client(gateway.app)
+    anthropic_body = WIRES["anthropic"].request
+    assert client.post("/anthropic/v1/messages", json=anthropic_body).status_code == 422
+    assert client.post("/openai/v1/chat/completions", json=CHAT).status_code == 200  # [output] mode = off
+    assert client.post("/openai/v1/chat/completions", json=CHAT, headers={"LOCKLLM-POLICY": "guarded"}).status_code \
+        == 200
+    named = client.post("/openai/v1/chat/completions", json=CHAT, environ_overrides={"LOCKLLM_POLICY": "guarded"})
+    assert named.status_code == 422 and named.json["error"]["code"] == "output_blocked"
