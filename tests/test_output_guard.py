@@ -3,6 +3,7 @@ answers with JSON or streams server-sent events; the fake scanner calls any text
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 import threading
@@ -309,3 +310,21 @@ def test_the_output_mode_is_set_per_route_and_per_named_policy(make_gateway, pro
         == 200
     named = client.post("/openai/v1/chat/completions", json=CHAT, environ_overrides={"LOCKLLM_POLICY": "guarded"})
     assert named.status_code == 422 and named.json["error"]["code"] == "output_blocked"
+
+
+@pytest.mark.parametrize("mode, status, output", [
+    pytest.param("audit", 200, "unjudged", id="audit-relays-it-as-it-came"),
+    pytest.param("enforce", 502, "unjudged", id="enforce-refuses-it"),
+])
+def test_an_answer_compressed_despite_identity_is_not_judged_as_read(mode, status, output, make_gateway, provider,
+                                                                      request_log_lines):
+    compressed = gzip.compress(json.dumps(chat_plain(f"Sure. {ATTACK}")).encode())
+    provider.expect_request("/v1/chat/completions", method="POST").respond_with_response(Response(
+        compressed, content_type="application/json", headers={"Content-Encoding": "gzip"}))
+    gateway = make_gateway(extra=f"[output]\nmode = {mode}\n")
+    answer = werkzeug.test.Client(gateway.app).post("/openai/v1/chat/completions", json=CHAT)
+    assert answer.status_code == status
+    assert (answer.get_data() == compressed) == (mode == "audit")
+    answer.close()  # the request's log line is written when the server closes the answer
+    assert request_log_lines.wait_for(1)
+    assert json.loads(request_log_lines[0])["output"] == output
