@@ -256,6 +256,9 @@ class EnforcedStream:
                     self._opened = True
                     yield b"".join(held)
                     held = []
+            if not self._judging:  # failed open within this chunk: its unfinished event goes too, then all as is
+                rest = self._framing.rest()
+                yield rest.raw if rest is not None else b""
         rest = self._framing.rest()
         if rest is not None and self._judging:
             held.append(rest.raw)

@@ -11,7 +11,7 @@ from lockllm_wsgi.config import OutputSettings, ScannerSettings
 from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.output import EnforcedStream, Judge, Outcome, answer_texts
 from lockllm_wsgi.refusal import Refusal
-from lockllm_wsgi.verdict import Verdict
+from lockllm_wsgi.verdict import ScannerUnavailable, Verdict
 from support.answer_streams import WIRES
 from support.fakes import ATTACK
 
@@ -72,3 +72,23 @@ def test_no_flagged_phrase_reaches_the_client_however_the_answer_is_split(case):
     assert ATTACK not in text
     if len(safe) + len(ATTACK) < HOLDBACK:
         assert safe.startswith(text)  # within the first window: nothing of the phrase was sent
+
+
+class DownScanner:
+    def scan(self, texts, deadline, settings):
+        raise ScannerUnavailable("the scanner is down")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(WIRES)), st.sets(st.integers(1, 4000), max_size=12))
+def test_a_stream_that_fails_open_is_relayed_byte_for_byte_however_it_is_split(name, positions):
+    wire = WIRES[name]
+    fmt, path = FORMATS[wire.route], wire.stream_path or wire.path
+    stream = b"".join(wire.events([f"part {number} of a long and harmless answer. " * 3 for number in range(12)]))
+    cuts = sorted(position for position in positions if position < len(stream))
+    chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+    judge = Judge(DownScanner(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
+    outcome = Outcome()
+    relayed = EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
+                             judge, outcome, HOLDBACK, True, lambda code, message: (None, b"cut"))
+    assert b"".join(relayed) == stream and outcome.decision == "fail_open"
