@@ -56,8 +56,10 @@ class Sdk:
 
 
 def _openai(gateway, wire: Wire) -> openai.OpenAI:
-    # The SDK's default retries stay on: a refused answer must not be asked for again.
-    return openai.OpenAI(base_url=f"{gateway.url}/{wire.route}/v1", api_key="sk-test", timeout=10)
+    # The SDK's default retries stay on: a refused answer must not be asked for again. Azure's v1 API is called
+    # with the plain OpenAI client under its /openai/v1 base.
+    base = "/openai/v1" if wire.route == "azure" else "/v1"
+    return openai.OpenAI(base_url=f"{gateway.url}/{wire.route}{base}", api_key="sk-test", timeout=10)
 
 
 def _anthropic(gateway, wire: Wire) -> anthropic.Anthropic:
@@ -149,6 +151,11 @@ def _cohere_code(error: Any) -> str:
     return _message_code(error.body["message"])
 
 
+RESPONSES = Sdk(
+    stream=lambda gateway, wire: (event.delta for event in _openai(gateway, wire).responses.create(
+        **wire.request, stream=True) if event.type == "response.output_text.delta"),
+    plain=lambda gateway, wire: _openai(gateway, wire).responses.create(**wire.request).output_text,
+    cut=openai.APIError, refused=openai.UnprocessableEntityError, code=lambda error: error.code)
 SDKS = {
     "openai-chat": Sdk(
         stream=lambda gateway, wire: (event.choices[0].delta.content or "" for event in _openai(
@@ -156,11 +163,8 @@ SDKS = {
         plain=lambda gateway, wire: _openai(gateway, wire).chat.completions.create(**wire.request).choices[
             0].message.content,
         cut=openai.APIError, refused=openai.UnprocessableEntityError, code=lambda error: error.code),
-    "openai-responses": Sdk(
-        stream=lambda gateway, wire: (event.delta for event in _openai(gateway, wire).responses.create(
-            **wire.request, stream=True) if event.type == "response.output_text.delta"),
-        plain=lambda gateway, wire: _openai(gateway, wire).responses.create(**wire.request).output_text,
-        cut=openai.APIError, refused=openai.UnprocessableEntityError, code=lambda error: error.code),
+    "openai-responses": RESPONSES,
+    "azure-responses": RESPONSES,
     "anthropic": Sdk(
         stream=lambda gateway, wire: (event.delta.text for event in _anthropic(gateway, wire).messages.create(
             **wire.request, stream=True) if event.type == "content_block_delta"),

@@ -218,6 +218,8 @@ WIRES = {wire.name: wire for wire in (
          {"model": "gpt-test", "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "hi"}]}),
     Wire("openai-responses", "openai", "/v1/responses", responses_plain, responses_events,
          {"model": "gpt-test", "instructions": SYSTEM, "input": "hi"}),
+    Wire("azure-responses", "azure", "/openai/v1/responses", responses_plain, responses_events,
+         {"model": "gpt-4o-deployment", "instructions": SYSTEM, "input": "hi"}),
     Wire("anthropic", "anthropic", "/v1/messages", anthropic_plain, anthropic_events,
          {"model": "claude-test", "max_tokens": 9, "system": SYSTEM, "messages": [{"role": "user", "content": "hi"}]}),
     Wire("gemini", "gemini", f"/v1beta/models/{GEMINI_MODEL}:generateContent", gemini_plain, gemini_sse_events,
