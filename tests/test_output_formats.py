@@ -117,9 +117,9 @@ def _bedrock(gateway, wire: Wire):
 
 
 def _converse_stream(gateway, wire: Wire) -> Iterator[str]:
-    with closing(_bedrock(gateway, wire)) as client:
-        with closing(client.converse_stream(modelId=BEDROCK_MODEL, **wire.request)["stream"]) as stream:
-            yield from (event["contentBlockDelta"]["delta"]["text"] for event in stream if "contentBlockDelta" in event)
+    with closing(_bedrock(gateway, wire)) as client, closing(
+            client.converse_stream(modelId=BEDROCK_MODEL, **wire.request)["stream"]) as stream:
+        yield from (event["contentBlockDelta"]["delta"]["text"] for event in stream if "contentBlockDelta" in event)
 
 
 def _converse_plain(gateway, wire: Wire) -> str:
@@ -128,11 +128,10 @@ def _converse_plain(gateway, wire: Wire) -> str:
 
 
 def _invoke_stream(gateway, wire: Wire) -> Iterator[str]:
-    with closing(_bedrock(gateway, wire)) as client:
-        with closing(client.invoke_model_with_response_stream(
-                modelId=BEDROCK_CLAUDE, body=json.dumps(wire.request), contentType="application/json")["body"]) as stream:
-            events = (json.loads(event["chunk"]["bytes"]) for event in stream)
-            yield from (event["delta"]["text"] for event in events if event["type"] == "content_block_delta")
+    with closing(_bedrock(gateway, wire)) as client, closing(client.invoke_model_with_response_stream(
+            modelId=BEDROCK_CLAUDE, body=json.dumps(wire.request), contentType="application/json")["body"]) as stream:
+        events = (json.loads(event["chunk"]["bytes"]) for event in stream)
+        yield from (event["delta"]["text"] for event in events if event["type"] == "content_block_delta")
 
 
 def _invoke_plain(gateway, wire: Wire) -> str:
@@ -145,6 +144,10 @@ def _invoke_plain(gateway, wire: Wire) -> str:
 def _message_code(message: str) -> str:
     # Cohere's and Bedrock's error bodies carry a message and no code: the message names the output guard.
     return "output_blocked" if "output guard" in message else message
+
+
+def _bedrock_code(error: Any) -> str:
+    return _message_code(error.response["Error"]["Message"])
 
 
 def _cohere_code(error: Any) -> str:
@@ -184,10 +187,10 @@ SDKS = {
     "bedrock-converse": Sdk(
         stream=_converse_stream,
         plain=_converse_plain,
-        cut=EventStreamError, refused=ClientError, code=lambda error: _message_code(error.response["Error"]["Message"])),
+        cut=EventStreamError, refused=ClientError, code=_bedrock_code),
     "bedrock-invoke": Sdk(
         stream=_invoke_stream, plain=_invoke_plain, cut=EventStreamError, refused=ClientError,
-        code=lambda error: _message_code(error.response["Error"]["Message"])),
+        code=_bedrock_code),
     "gemini": Sdk(stream=_genai_stream, plain=_genai_plain, cut=genai_errors.ClientError,
                   refused=genai_errors.ClientError,
                   code=lambda error: error.details["error"]["details"][0]["reason"].lower()),
