@@ -6,9 +6,10 @@ answer reproduces `[output] leak_min_chars` characters in a row of the request's
 
 - `AuditedBody` (audit mode) relays every chunk as it arrives and only reads along; the answer is judged once it
   has ended, off the request thread (`judge_later`), so the client waits for nothing.
-- `EnforcedStream` (enforce mode, streams, whatever their framing) holds back at most `holdback_chars` of text not yet judged,
-  judges it with the tail of what came before (so a phrase split across events is judged whole before any of it
-  is sent), and on a finding closes the upstream and ends the stream with the provider's own error event.
+- `EnforcedStream` (enforce mode, streams in any framing: formats/answers.py) holds back at most `holdback_chars`
+  of text not yet judged, judges it with the tail of what came before (so a phrase split across events is judged
+  whole before any of it is sent), and on a finding closes the upstream and ends the stream with the provider's
+  own error event.
 - `judge_answer` (enforce mode, plain JSON) judges a whole answer before it is sent.
 
 Not for answers a format cannot read (WireFormat.answer_kind "unread"): the app relays those unjudged in audit
