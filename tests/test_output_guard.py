@@ -241,6 +241,9 @@ RESPONSES_CALL = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "n
     pytest.param("gemini", "/v1beta/models/m:streamGenerateContent", "application/json",
                  b'[{"candidates": [{"content": {"parts": [{"text": "Hel"}]}}]}, "stray", {"candidates": [',
                  {"candidates[0]": "Hel", "unreadable": '"stray", {"candidates": ['}, id="gemini-array-cut-short"),
+    pytest.param("gemini", "/v1beta/models/m:streamGenerateContent", "application/json",
+                 b'{"candidates": [{"content": {"parts": [{"text": "one object, not an array"}]}}]}',
+                 {"candidates[0]": "one object, not an array"}, id="gemini-one-object-where-a-stream-was-asked"),
     pytest.param("cohere", "/v1/chat", "application/stream+json", b"".join(json.dumps(event).encode() + b"\n"
                                                                              for event in (
         {"event_type": "stream-start", "generation_id": "g"},

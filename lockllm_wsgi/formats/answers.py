@@ -120,6 +120,9 @@ class JSONArrayElements(Framing):
         self._at = 0  # how far the buffer has been read
         self._depth = 0
         self._in_string = False
+        # The depth at which a value closes into an event: 1 in the array, 0 when the answer is one object (a
+        # plain answer or an error where a stream was asked for), which is then one event, whole.
+        self._event_depth = 1
 
     def feed(self, chunk: bytes) -> Iterator[Event]:
         self._buffer += chunk
@@ -147,10 +150,12 @@ class JSONArrayElements(Framing):
             if mark == b'"':
                 self._in_string = True
             elif mark in (b"[", b"{"):
+                if self._depth == 0:
+                    self._event_depth = 1 if mark == b"[" else 0
                 self._depth += 1
             else:
                 self._depth -= 1
-                if self._depth == 1:  # an element of the top-level array just closed
+                if self._depth == self._event_depth:  # an element of the array (or the one object) just closed
                     raw, self._buffer = self._buffer[:self._at], self._buffer[self._at:]
                     self._at = 0
                     yield Event(raw, None, raw.decode("utf-8", "replace").lstrip(" \t\r\n[,"))
