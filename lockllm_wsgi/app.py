@@ -137,7 +137,11 @@ class GatewayApp:
                 started: float) -> Iterable[bytes]:
         """Relay a bodyless call as it is; read, judge and then relay (or refuse) a POST."""
         method = record.method
-        if self.settings.output.mode == "enforce" and fmt.answer_kind(method, path) == "unread":
+        policy = request_policy(environ, route.policy or self.settings.policy, self.settings.named_policies)
+        policy = request_action(environ, policy)
+        # The route's or named policy's output mode, else the gateway's.
+        record.output_mode = policy.output_mode or self.settings.output.mode
+        if record.output_mode == "enforce" and fmt.answer_kind(method, path) == "unread":
             # Unknown means refuse: an answer the guard cannot read would reach the client unjudged. Refused before
             # anything is scanned or sent, so nothing is paid for.
             raise Refusal(self.settings.output.block_status, "output_not_judgeable", "This gateway judges every "
@@ -153,16 +157,14 @@ class GatewayApp:
         limits = self.settings.limits
         raw, document = read_json_request(environ, limits.max_body_bytes, limits.max_json_depth)
         # The refusal of a blocked or unjudged request is raised; a body with personal data stripped is returned.
-        stripped = self._judge(environ, route, fmt, path, document, record, started)
+        stripped = self._judge(environ, policy, fmt, path, document, record, started)
         return self._relay(environ, start_response, route, fmt, path, stripped or raw, record, started,
                            rewritten=stripped is not None)
 
-    def _judge(self, environ, route: Route, fmt: WireFormat, path: str, document: dict, record: RequestRecord,
-               started: float) -> bytes | None:
-        """Extract, scan and decide; returns when the request may be relayed (allowed, monitored, failed open),
-        with the new body when personal data was stripped from it."""
-        policy = request_policy(environ, route.policy or self.settings.policy, self.settings.named_policies)
-        policy = request_action(environ, policy)
+    def _judge(self, environ, policy: PolicySettings, fmt: WireFormat, path: str, document: dict,
+               record: RequestRecord, started: float) -> bytes | None:
+        """Extract, scan and decide by the request's policy; returns when the request may be relayed (allowed,
+        monitored, failed open), with the new body when personal data was stripped from it."""
         scanner = request_scanner(environ, self.settings.scanner, policy.client_overrides)
         collector = self._extract(fmt, path, document, policy)
         role = environ.get(policy.role_from) if policy.role_from else None
@@ -271,7 +273,7 @@ class GatewayApp:
         headers = request_headers(environ)
         if rewritten:  # a stripped body is plain JSON, whatever the client's encoding was
             headers.pop("Content-Encoding", None)
-        guarding = self.settings.output.mode != "off" and fmt.answer_kind(record.method, path) != "none"
+        guarding = record.output_mode != "off" and fmt.answer_kind(record.method, path) != "none"
         if guarding:  # the guard reads answers as sent: no compressed ones
             headers = {name: value for name, value in headers.items() if name.lower() != "accept-encoding"}
             headers["Accept-Encoding"] = "identity"
@@ -308,11 +310,11 @@ class GatewayApp:
             record.output = "unjudged"  # audit mode (enforce refused the call before sending it)
             return body, self._finish
         found = {name.lower(): value.lower() for name, value in headers_out}
-        stream = found.get("content-type", "").startswith("text/event-stream")
-        if found.get("content-encoding", "identity") != "identity" or not (stream or "json" in found.get(
-                "content-type", "")):
+        content_type = found.get("content-type", "")
+        framing = fmt.stream_framing(path, content_type)
+        if found.get("content-encoding", "identity") != "identity" or not (framing or "json" in content_type):
             record.output = "unjudged"
-            if settings.mode == "enforce":
+            if record.output_mode == "enforce":
                 body.close()
                 raise Refusal(502, "output_not_judgeable", "The provider answered in a form the gateway cannot "
                               "judge (compressed, or not JSON), so the answer was not sent.")
@@ -320,8 +322,8 @@ class GatewayApp:
         scanner, threshold = record.judged_with or (self.settings.scanner, self.settings.policy.threshold)
         judge = Judge(self.scanner, settings, scanner, threshold, record.system_texts, self.settings.scanner.timeout)
         outcome, fail_open = Outcome(), self.settings.scanner.fail_mode == "open"
-        if settings.mode == "audit":
-            audited = AuditedBody(body, fmt, path, stream)
+        if record.output_mode == "audit":
+            audited = AuditedBody(body, fmt, path, framing)
 
             def finish_later(done: RequestRecord) -> None:
                 def judge_then_finish() -> None:
@@ -337,13 +339,13 @@ class GatewayApp:
                 judge_later(judge_then_finish)
 
             return audited, finish_later
-        if stream:
-            def error_event(code: str, message: str) -> bytes:
+        if framing is not None:
+            def error(code: str, message: str) -> tuple[str | None, bytes]:
                 refusal = Refusal(503 if code == "scanner_unavailable" else settings.block_status, code, message)
-                return fmt.stream_error_event(refusal, record.request_id)
+                return fmt.stream_error(path, refusal, record.request_id)
 
-            enforced = EnforcedStream(body, fmt.stream_reader(path), judge, outcome, settings.holdback_chars,
-                                      fail_open, error_event)
+            enforced = EnforcedStream(body, framing, fmt.stream_reader(path), judge, outcome,
+                                      settings.holdback_chars, fail_open, error)
             return enforced, lambda done: (_record_outcome(done, outcome), self._finish(done))[-1]
         raw = b""
         try:

@@ -102,6 +102,10 @@ def _digests(text: str) -> frozenset[str]:
     return values
 
 
+def _optional_output_mode(text: str) -> str:
+    return _one_of("off", "audit", "enforce")(text) if text.strip() else ""
+
+
 def _optional_fraction(text: str) -> float | None:
     return _fraction(text) if text.strip() else None
 
@@ -248,6 +252,9 @@ class PolicySettings:
     # How far a client's X-LockLLM-* request headers (an app built on LockLLM's SDK) may change the scan: `none`,
     # `tighten` (raise sensitivity, turn a check on or to block, never loosen what the operator set) or `any`.
     client_overrides: str = setting("tighten", _one_of("none", "tighten", "any"))
+    # The output guard's mode where this policy applies (a route, a named policy): off, audit or enforce; empty:
+    # `[output] mode`. A route can guard its answers while the others are relayed unread, or the reverse.
+    output_mode: str = setting("", _optional_output_mode)
     # Read from the [thresholds] section, one key per role, each a score from 0 to 1.
     thresholds: Mapping[str, float] = field(default_factory=dict)
 

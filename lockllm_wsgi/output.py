@@ -6,16 +6,18 @@ answer reproduces `[output] leak_min_chars` characters in a row of the request's
 
 - `AuditedBody` (audit mode) relays every chunk as it arrives and only reads along; the answer is judged once it
   has ended, off the request thread (`judge_later`), so the client waits for nothing.
-- `EnforcedStream` (enforce mode, server-sent events) holds back at most `holdback_chars` of text not yet judged,
-  judges it with the tail of what came before (so a phrase split across events is judged whole before any of it
-  is sent), and on a finding closes the upstream and ends the stream with the provider's own error event.
+- `EnforcedStream` (enforce mode, streams in any framing: formats/answers.py) holds back at most `holdback_chars`
+  of text not yet judged, judges it with the tail of what came before (so a phrase split across events is judged
+  whole before any of it is sent), and on a finding closes the upstream and ends the stream with the provider's
+  own error event.
 - `judge_answer` (enforce mode, plain JSON) judges a whole answer before it is sent.
 
 Not for answers a format cannot read (WireFormat.answer_kind "unread"): the app relays those unjudged in audit
 mode and refuses the call in enforce mode::
 
     judge = Judge(scanner, settings, system_texts=("You are ...",))
-    body = EnforcedStream(upstream_body, fmt.stream_reader(path), judge, outcome, error_event)
+    framing = fmt.stream_framing(path, "text/event-stream")
+    body = EnforcedStream(upstream_body, framing, fmt.stream_reader(path), judge, outcome, 300, False, error)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .config import OutputSettings, ScannerSettings
-from .formats.answers import Piece, SSEEvents, StreamReader, json_or_none, parse_event, unreadable
+from .formats.answers import Framing, Piece, StreamReader, json_or_none, unreadable
 from .normalize import collapse_whitespace, scan_copy
 from .policy import unsafe_reasons_for
 from .verdict import ScannerUnavailable
@@ -162,15 +164,16 @@ def judge_answer(judge: Judge, texts: dict[str, str], outcome: Outcome, fail_ope
 
 
 class AuditedBody:
-    """Relays the answer's chunks as they arrive and reads along (SSE events or a JSON body); `texts()` gives what
-    was read once the answer has ended. The relayed bytes are the upstream's, untouched."""
+    """Relays the answer's chunks as they arrive and reads along (a stream's events, cut by its framing, or a JSON
+    body); `texts()` gives what was read once the answer has ended. The relayed bytes are the upstream's,
+    untouched."""
 
-    def __init__(self, body: Any, fmt: Any, path: str, stream: bool):
+    def __init__(self, body: Any, fmt: Any, path: str, framing: Framing | None):
         self._body = body
         self._fmt = fmt
         self._path = path
-        self._reader: StreamReader | None = fmt.stream_reader(path) if stream else None
-        self._events = SSEEvents()
+        self._framing = framing
+        self._reader: StreamReader | None = fmt.stream_reader(path) if framing is not None else None
         self._pieces: list[Piece] = []
         self._raw: list[bytes] = []
         self._raw_size = 0
@@ -178,18 +181,18 @@ class AuditedBody:
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._body:
             yield chunk
-            if self._reader is not None:
-                for _, name, data in self._events.feed(chunk):
-                    self._pieces += self._reader.feed(name, data)
+            if self._framing is not None and self._reader is not None:
+                for event in self._framing.feed(chunk):
+                    self._pieces += self._reader.feed(event.name, event.data)
             elif self._raw_size <= MAX_JUDGED_ANSWER_BYTES:
                 self._raw.append(chunk)
                 self._raw_size += len(chunk)
 
     def texts(self) -> dict[str, str] | None:
         """The answer's channels; None when it was too large to read whole."""
-        if self._reader is not None:
-            name, data = parse_event(self._events.rest())
-            return answer_texts(self._pieces + (self._reader.feed(name, data) if data else []))
+        if self._framing is not None and self._reader is not None:
+            rest = self._framing.rest()
+            return answer_texts(self._pieces + (self._reader.feed(rest.name, rest.data) if rest else []))
         if self._raw_size > MAX_JUDGED_ANSWER_BYTES:
             return None
         return read_json_answer(self._fmt, self._path, b"".join(self._raw))
@@ -214,23 +217,25 @@ def judge_later(work: Callable[[], None]) -> None:
 class EnforcedStream:
     """A streamed answer relayed event by event once judged: at most `holdback_chars` of unjudged text is held;
     on a finding (or a scanner outage with fail_mode = closed) the upstream is closed and the stream ends with
-    `error_event(code, message)`, the provider's own mid-stream error. No end marker is ever invented."""
+    the provider's own mid-stream error, `error(code, message)` -> (name, payload), in the stream's framing. No
+    end marker is ever invented."""
 
-    def __init__(self, body: Any, reader: StreamReader, judge: Judge, outcome: Outcome, holdback_chars: int,
-                 fail_open: bool, error_event: Callable[[str, str], bytes]):
+    def __init__(self, body: Any, framing: Framing, reader: StreamReader, judge: Judge, outcome: Outcome,
+                 holdback_chars: int, fail_open: bool, error: Callable[[str, str], tuple[str | None, bytes]]):
         self._body = body
+        self._framing = framing
         self._reader = reader
         self._judge = judge
         self._outcome = outcome
         self._holdback = holdback_chars
         self._fail_open = fail_open
-        self._error_event = error_event
+        self._error = error
         self._pending: dict[str, str] = {}
         self._tails: dict[str, str] = {}
         self._judging = True  # False after a fail-open: the rest is relayed unjudged
+        self._opened = False  # whether an event has been relayed
 
     def __iter__(self) -> Iterator[bytes]:
-        events = SSEEvents()
         held: list[bytes] = []
         pending_chars = 0
         self._outcome.decision = "pass"
@@ -238,24 +243,27 @@ class EnforcedStream:
             if not self._judging:
                 yield chunk
                 continue
-            for raw, name, data in events.feed(chunk):
+            for event in self._framing.feed(chunk):
                 if not self._judging:  # failed open on this chunk's earlier event
-                    yield raw
+                    yield event.raw
                     continue
-                held.append(raw)
-                pending_chars += self._add(self._reader.feed(name, data))
+                held.append(event.raw)
+                pending_chars += self._add(self._reader.feed(event.name, event.data))
                 if pending_chars >= self._holdback or (held and not pending_chars):
                     if pending_chars and not self._judged():
                         yield from self._cut()
                         return
                     pending_chars = 0
+                    self._opened = True
                     yield b"".join(held)
                     held = []
-        rest = events.rest()
-        if rest and self._judging:
-            name, data = parse_event(rest)
-            held.append(rest)
-            pending_chars += self._add(self._reader.feed(name, data) if data else [])
+            if not self._judging:  # failed open within this chunk: its unfinished event goes too, then all as is
+                rest = self._framing.rest()
+                yield rest.raw if rest is not None else b""
+        rest = self._framing.rest()
+        if rest is not None and self._judging:
+            held.append(rest.raw)
+            pending_chars += self._add(self._reader.feed(rest.name, rest.data))
         if pending_chars and self._judging and not self._judged():
             yield from self._cut()
             return
@@ -292,12 +300,12 @@ class EnforcedStream:
     def _cut(self) -> Iterator[bytes]:
         self.close()  # nothing more is read from the provider
         if self._outcome.decision == "fail_closed":
-            yield self._error_event("scanner_unavailable", "The answer could not be judged (the prompt scanner is "
-                                    "unavailable), so the rest of it was not sent; try again shortly.")
+            error = self._error("scanner_unavailable", "The answer could not be judged (the prompt scanner is "
+                                "unavailable), so the rest of it was not sent; try again shortly.")
         else:
-            yield self._error_event(OUTPUT_BLOCKED, "The model's answer was stopped by the gateway's output guard ("
-                                    f"{', '.join(self._outcome.findings)}); the part already sent had been judged "
-                                    "safe.")
+            error = self._error(OUTPUT_BLOCKED, "The model's answer was stopped by the gateway's output guard ("
+                                f"{', '.join(self._outcome.findings)}); the part already sent had been judged safe.")
+        yield self._framing.error_event(*error, opened=self._opened)
 
     def close(self) -> None:
         close = getattr(self._body, "close", None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields as dataclass_fields
 # Every line names these, set or not: an operator greps for `"route": null` as readily as for a route.
 _ALWAYS = frozenset({"request_id", "method", "route", "client", "user", "identity"})
 # Carried for later steps of the request, never written out.
-_NOT_LOGGED = frozenset({"proxy_headers", "system_texts", "judged_with"})
+_NOT_LOGGED = frozenset({"proxy_headers", "system_texts", "judged_with", "output_mode"})
 
 
 @dataclass
@@ -52,6 +52,7 @@ class RequestRecord:
     system_texts: tuple[str, ...] = ()
     # (scanner settings, threshold) the request was judged with, which its answer is judged with too; not logged.
     judged_with: tuple | None = None
+    output_mode: str = "off"  # the output guard's mode for this request (route, named policy or [output]); not logged
     output: str | None = None  # the output guard: pass, flagged, blocked, fail_open, fail_closed, unjudged
     output_findings: list[str] | None = None
     output_trigger: str | None = None  # where in the answer (choices[0], content[1], ...)

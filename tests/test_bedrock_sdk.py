@@ -3,10 +3,8 @@ checks that the request it gets is signed with the gateway's AWS credentials and
 
 from __future__ import annotations
 
-import binascii
 import json
 import re
-import struct
 
 import boto3
 import pytest
@@ -20,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 from lockllm_wsgi.config import ConfigError
 from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.formats.bedrock import CREDENTIALS, signing_region
+from support.answer_streams import aws_event as event
 from support.fakes import ATTACK
 
 MODEL = "amazon.nova-lite-v1:0"
@@ -64,19 +63,6 @@ def assert_signed_by_gateway(received: Request) -> None:
     signer = SigV4Auth(Credentials(GATEWAY_KEY, GATEWAY_SECRET), "bedrock", REGION)
     assert signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request) == \
         match["signature"]
-
-
-def event(event_type: str, payload: dict) -> bytes:
-    """One message in AWS's binary event-stream encoding, as ConverseStream sends it."""
-    headers = b"".join(
-        struct.pack("B", len(name)) + name.encode() + b"\x07" + struct.pack(">H", len(value)) + value.encode()
-        for name, value in ((":event-type", event_type), (":content-type", "application/json"),
-                            (":message-type", "event")))
-    body = json.dumps(payload).encode()
-    prelude = struct.pack(">II", 16 + len(headers) + len(body), len(headers))
-    prelude += struct.pack(">I", binascii.crc32(prelude))
-    message = prelude + headers + body
-    return message + struct.pack(">I", binascii.crc32(message))
 
 
 def test_clean_converse_reaches_bedrock_unchanged_and_signed_by_the_gateway(make_gateway, provider):

@@ -4,9 +4,9 @@ A format is a `WireFormat`, whose methods name everything a format supplies to t
 reads and how it walks their bodies into a `Collector` (`endpoints`, `extract`), whether a request streams, its
 error shape and vocabulary (so the provider's SDK raises its native exception), the headers sent upstream (a
 provider that authenticates per request re-signs here), the client identity a rate limit counts, the route
-options it takes from the INI file, and, for the output guard, how its answers and streams are read and how its
-mid-stream error event looks. Adding a format is one module, one line in `_registry` and one test module
-(docs/new-format.md)::
+options it takes from the INI file, and, for the output guard, how its answers are read, how its streams are
+framed and read, and how its mid-stream error event looks. Adding a format is one module, one line in
+`_registry` and one test module (docs/new-format.md)::
 
     fmt = FORMATS["openai"]
     collector = fmt.extract("/v1/chat/completions", body)
@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Mapping
 
 from ..extract import Collector, UnknownShape
-from .answers import Piece, StreamReader
+from .answers import Framing, Piece, SSEEvents, StreamReader
 from ..identity import provider_key
 from ..refusal import Refusal
 
@@ -105,12 +105,18 @@ class WireFormat(ABC):
         """The pieces of a plain JSON answer (its texts and tool calls); only called where answer_kind is "read"."""
         raise NotImplementedError(f"the {self.name} format reads no answers")
 
+    def stream_framing(self, path: str, content_type: str) -> Framing | None:
+        """How a streamed answer of this Content-Type is cut into events; None when the answer is not a stream this
+        format reads (it is then read whole, as JSON). Server-sent events by default."""
+        return SSEEvents() if content_type.startswith("text/event-stream") else None
+
     def stream_reader(self, path: str) -> StreamReader:
         """A reader for one streamed answer's events; only called where answer_kind is "read"."""
         raise NotImplementedError(f"the {self.name} format reads no streams")
 
-    def stream_error_event(self, refusal: Refusal, request_id: str) -> bytes:
-        """The provider's own mid-stream error event, which makes its SDK raise while iterating."""
+    def stream_error(self, path: str, refusal: Refusal, request_id: str) -> tuple[str | None, bytes]:
+        """The provider's own mid-stream error, which makes its SDK raise while iterating: the event's name (or
+        exception type) and payload, which the stream's framing wraps (`Framing.error_event`)."""
         raise NotImplementedError(f"the {self.name} format has no stream error event")
 
 

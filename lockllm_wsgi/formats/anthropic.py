@@ -179,7 +179,17 @@ def _block_pieces(block: Any, where: str) -> list[Piece]:
     return []
 
 
-class _MessagesStream(StreamReader):
+def message_pieces(answer: Any) -> list[Piece]:
+    """The pieces of a plain Messages answer (also Bedrock's InvokeModel answer for Anthropic models)."""
+    content = answer.get("content") if isinstance(answer, dict) else None
+    return [piece for index, block in enumerate(content if isinstance(content, list) else [])
+            for piece in _block_pieces(block, f"content[{index}]")]
+
+
+class MessagesStream(StreamReader):
+    """Messages events (`event: content_block_delta` ...); Bedrock's InvokeModelWithResponseStream carries the
+    same events for Anthropic models."""
+
     def feed(self, event: str | None, data: str) -> list[Piece]:
         if event in _SILENT_EVENTS or not data.strip():
             return []
@@ -211,16 +221,14 @@ class AnthropicFormat(WireFormat):
         return "read" if method == "POST" and path.endswith("/v1/messages") else "unread"
 
     def answer_pieces(self, path: str, answer: Any) -> list[Piece]:
-        content = answer.get("content") if isinstance(answer, dict) else None
-        return [piece for index, block in enumerate(content if isinstance(content, list) else [])
-                for piece in _block_pieces(block, f"content[{index}]")]
+        return message_pieces(answer)
 
     def stream_reader(self, path: str) -> StreamReader:
-        return _MessagesStream()
+        return MessagesStream()
 
-    def stream_error_event(self, refusal: Refusal, request_id: str) -> bytes:
+    def stream_error(self, path: str, refusal: Refusal, request_id: str) -> tuple[str | None, bytes]:
         """`event: error`: the anthropic SDK raises an APIStatusError on it while iterating."""
-        return b"event: error\ndata: " + self.error_body(refusal, request_id)[1] + b"\n\n"
+        return "error", self.error_body(refusal, request_id)[1]
 
     def error_kind(self, status: int) -> str:
         # 529 is Anthropic's own "overloaded"; every other status keeps the shared vocabulary.

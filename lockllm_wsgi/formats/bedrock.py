@@ -18,6 +18,9 @@ profile), settled when the route is loaded. Needs the `aws` extra (botocore). Er
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import re
 import threading
@@ -26,8 +29,10 @@ from urllib.parse import urlsplit
 
 from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
-from . import WireFormat, json_bytes, known_role, only_key, with_request_id
+from . import WireFormat, eventstream, json_bytes, known_role, only_key, with_request_id
+from .anthropic import MessagesStream, message_pieces
 from .anthropic import messages as anthropic_messages
+from .answers import Framing, Piece, StreamReader, json_or_none, unreadable
 
 # Bedrock's error types by status, as botocore names them in the bedrock-runtime service model.
 ERROR_TYPES = {
@@ -197,6 +202,77 @@ def _converse(body: dict, collector: Collector) -> None:
         collector.strings(body["additionalModelRequestFields"], "additionalModelRequestFields", "model_fields")
 
 
+# --- answers (the output guard) -------------------------------------------------------------------------------
+
+_CONVERSE = re.compile(r"^/model/[^/]+/(converse|converse-stream)$")
+_INVOKE_ANTHROPIC = re.compile(r"^/model/(?:[a-z]+\.)?anthropic\.[^/]+/(invoke|invoke-with-response-stream)$")
+_STREAMS = ("/converse-stream", "/invoke-with-response-stream")
+# ConverseStream events with no model text: the message's start and end, a block's end, usage and metrics.
+_SILENT_EVENTS = frozenset({"messageStart", "messageStop", "contentBlockStop", "metadata"})
+# The exception a cut stream ends with: both stream APIs define it ("an error occurred while streaming the
+# response"), and boto3 raises it as EventStreamError with this code.
+STREAM_EXCEPTION = "modelStreamErrorException"
+
+
+def _block_pieces(block: Any, where: str) -> list[Piece]:
+    """A Converse content block, whole (plain answers) or a stream's start or delta of one: text, a tool call's
+    name and input (whole, or the input's JSON in pieces), reasoning text. Signatures, redacted reasoning and
+    citations hold no model text."""
+    if not isinstance(block, dict):
+        return []
+    pieces = [Piece(where, block["text"])] if isinstance(block.get("text"), str) else []
+    tool = block.get("toolUse")
+    if isinstance(tool, dict):
+        pieces += [Piece(where, tool["name"], tool=True)] if isinstance(tool.get("name"), str) else []
+        if isinstance(tool.get("input"), str):
+            pieces.append(Piece(where, tool["input"], tool=True))
+        elif tool.get("input") is not None:
+            pieces.append(Piece(where, json.dumps(tool["input"], ensure_ascii=False), tool=True))
+    reasoning = block.get("reasoningContent")
+    if isinstance(reasoning, dict):
+        text = reasoning.get("text", (reasoning.get("reasoningText") or {}).get("text"))
+        pieces += [Piece(f"{where}.reasoning", text)] if isinstance(text, str) else []
+    return pieces
+
+
+def _converse_pieces(answer: Any) -> list[Piece]:
+    message = (answer.get("output") or {}).get("message") if isinstance(answer, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return [piece for index, block in enumerate(content if isinstance(content, list) else [])
+            for piece in _block_pieces(block, f"content[{index}]")]
+
+
+class _ConverseStream(StreamReader):
+    def feed(self, event: str | None, data: str) -> list[Piece]:
+        if event in _SILENT_EVENTS or (event or "").startswith("exception:"):
+            return []
+        payload = json_or_none(data)
+        if not isinstance(payload, dict) or event not in ("contentBlockStart", "contentBlockDelta"):
+            return unreadable(data)
+        block = payload.get("start" if event == "contentBlockStart" else "delta")
+        return _block_pieces(block, f"content[{payload.get('contentBlockIndex', 0)}]")
+
+
+class _InvokeStream(StreamReader):
+    """`chunk` events whose `bytes` (base64) hold one Anthropic Messages event each."""
+
+    def __init__(self) -> None:
+        self._messages = MessagesStream()
+
+    def feed(self, event: str | None, data: str) -> list[Piece]:
+        if (event or "").startswith("exception:"):
+            return []
+        payload = json_or_none(data)
+        if event != "chunk" or not isinstance(payload, dict) or not isinstance(payload.get("bytes"), str):
+            return unreadable(data)
+        try:
+            inner = base64.b64decode(payload["bytes"], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return unreadable(data)
+        kind = json_or_none(inner)
+        return self._messages.feed(kind.get("type") if isinstance(kind, dict) else None, inner)
+
+
 class _Credentials:
     """The gateway's AWS credentials from botocore's default chain, resolved once per process (refreshable
     credentials renew themselves); a miss is not remembered, so credentials that appear later are used."""
@@ -252,9 +328,8 @@ def sdk_region() -> str:
 class BedrockFormat(WireFormat):
     name = "bedrock"
     endpoints = (
-        (re.compile(r"^/model/[^/]+/(converse|converse-stream)$"), _converse),
-        (re.compile(r"^/model/(?:[a-z]+\.)?anthropic\.[^/]+/(invoke|invoke-with-response-stream)$"),
-         anthropic_messages),
+        (_CONVERSE, _converse),
+        (_INVOKE_ANTHROPIC, anthropic_messages),
     )
 
     route_options = {"region": region_option}
@@ -276,6 +351,29 @@ class BedrockFormat(WireFormat):
         changes on every request, and one client must be one identity."""
         match = _CREDENTIAL.search(str(environ.get("HTTP_AUTHORIZATION") or ""))
         return f"aws:{match.group(1)}" if match else super().client_key(environ)
+
+    def answer_kind(self, method: str, path: str) -> str:
+        if method != "POST" or not (_CONVERSE.search(path) or _INVOKE_ANTHROPIC.search(path)):
+            return "unread"
+        # Streams come in AWS event-stream framing, which only botocore (the aws extra) parses here.
+        return "unread" if path.endswith(_STREAMS) and not eventstream.available() else "read"
+
+    def answer_pieces(self, path: str, answer: Any) -> list[Piece]:
+        return _converse_pieces(answer) if _CONVERSE.search(path) else message_pieces(answer)
+
+    def stream_framing(self, path: str, content_type: str) -> Framing | None:
+        if content_type.startswith("application/vnd.amazon.eventstream") and eventstream.available():
+            return eventstream.EventStreamMessages()
+        return None
+
+    def stream_reader(self, path: str) -> StreamReader:
+        return _ConverseStream() if _CONVERSE.search(path) else _InvokeStream()
+
+    def stream_error(self, path: str, refusal: Refusal, request_id: str) -> tuple[str | None, bytes]:
+        """An exception message (`modelStreamErrorException`, or `serviceUnavailableException` when the scanner is
+        down), which boto3 raises as EventStreamError while iterating."""
+        kind = "serviceUnavailableException" if refusal.status >= 500 else STREAM_EXCEPTION
+        return kind, json_bytes({"message": with_request_id(refusal, request_id)})
 
     def error_kind(self, status: int) -> str:
         return ERROR_TYPES.get(status, "ValidationException" if status < 500 else "InternalServerException")

@@ -12,12 +12,15 @@ parts), tool calls and tool plans, `documents` and tools. Embed `texts` and inpu
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
 from . import WireFormat, json_bytes, known_role, with_request_id
+from .answers import (Fact, Framing, JSONLines, JSONStreamReader, Piece, SSEEvents, StreamReader, Transcript,
+                      unreadable)
 
 # Keys with no text the model reads. `connectors` and `conversation_id` make Cohere fetch text itself (web
 # search, stored history): the gateway cannot scan what it never sees, as with OpenAI's stored responses.
@@ -147,6 +150,103 @@ def _rerank(body: dict, collector: Collector) -> None:
     _free_form(body, ("documents",), "document", collector)
 
 
+# --- answers (the output guard) -------------------------------------------------------------------------------
+
+_CHAT = re.compile(r"^/v[12]/chat$")
+_NO_ANSWER_TEXT = re.compile(r"^/v[12]/(embed|rerank|tokenize|detokenize|models(/[^/]+)?)$")
+# Events that carry no model text: the stream's start and end, citations (pointers into the request's documents),
+# search queries and results (the connector's documents), debug output.
+_V1_SILENT = frozenset({"stream-start", "citation-generation", "search-queries-generation", "search-results",
+                        "debug"})
+_V2_SILENT = frozenset({"message-start", "content-end", "tool-call-end", "citation-start", "citation-end",
+                        "message-end", "debug"})
+
+
+def _dict(value: Any, *keys: str) -> dict:
+    """value[key1][key2]... where each is an object; {} where one is not."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _v1_facts(response: Any) -> Iterator[Fact]:
+    """A v1 answer's text and tool calls (name and parameters: what the app's tools receive)."""
+    if isinstance(response, dict) and isinstance(response.get("text"), str):
+        yield "text", "text", response["text"], False
+    calls = response.get("tool_calls") if isinstance(response, dict) else None
+    for index, call in enumerate(calls if isinstance(calls, list) else []):
+        if isinstance(call, dict):
+            yield f"tool_calls[{index}]", "call", f"{call.get('name', '')}{json.dumps(call.get('parameters'))}", True
+
+
+def _v2_pieces(message: Any) -> list[Piece]:
+    """A v2 answer's message: text and thinking parts, the tool plan, tool calls (name and arguments)."""
+    pieces = []
+    content = message.get("content") if isinstance(message, dict) else None
+    for index, part in enumerate(content if isinstance(content, list) else []):
+        for field in ("text", "thinking"):
+            if isinstance(part, dict) and isinstance(part.get(field), str):
+                pieces.append(Piece(f"content[{index}]", part[field]))
+    if isinstance(message, dict) and isinstance(message.get("tool_plan"), str):
+        pieces.append(Piece("tool_plan", message["tool_plan"]))
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    for index, call in enumerate(calls if isinstance(calls, list) else []):
+        function = _dict(call, "function")
+        pieces += [Piece(f"tool_calls[{index}]", function[field], tool=True) for field in ("name", "arguments")
+                   if isinstance(function.get(field), str)]
+    return pieces
+
+
+class _V1Stream(JSONStreamReader):
+    """v1 events (`event_type`), one JSON object a line or as server-sent events. `tool-calls-generation` and
+    `stream-end` repeat what the deltas carried: only what they add is judged."""
+
+    def __init__(self) -> None:
+        self._transcript = Transcript()
+        self._calls: dict[int, str] = {}
+
+    def read(self, event: str | None, payload: dict, data: str) -> list[Piece]:
+        kind = payload.get("event_type")
+        if kind in _V1_SILENT:
+            return []
+        if kind == "text-generation" and isinstance(payload.get("text"), str):
+            return [self._transcript.delta("text", "text", payload["text"])]
+        if kind == "tool-calls-chunk":
+            delta = _dict(payload, "tool_call_delta")
+            pieces = [self._transcript.delta("tool_plan", "text", delta["text"])] if isinstance(
+                delta.get("text"), str) else []
+            channel = f"tool_calls[{delta.get('index', 0)}]"
+            return pieces + [self._transcript.delta(channel, "call", delta[field], tool=True)
+                             for field in ("name", "parameters") if isinstance(delta.get(field), str)]
+        if kind == "tool-calls-generation":
+            return self._transcript.settle(_v1_facts({"tool_calls": payload.get("tool_calls")}))
+        if kind == "stream-end":
+            return self._transcript.settle(_v1_facts(payload.get("response")))
+        return unreadable(data)  # an event this reader does not know: judged as it is
+
+
+class _V2Stream(JSONStreamReader):
+    """v2 server-sent events, named as their `type`; deltas only, nothing repeated."""
+
+    def read(self, event: str | None, payload: dict, data: str) -> list[Piece]:
+        kind = payload.get("type", event)
+        if kind in _V2_SILENT:
+            return []
+        message = _dict(payload, "delta", "message")
+        index = payload.get("index", 0)
+        if kind in ("content-start", "content-delta"):
+            content = _dict(message, "content")
+            return [Piece(f"content[{index}]", content[field]) for field in ("text", "thinking")
+                    if isinstance(content.get(field), str)]
+        if kind == "tool-plan-delta" and isinstance(message.get("tool_plan"), str):
+            return [Piece("tool_plan", message["tool_plan"])]
+        if kind in ("tool-call-start", "tool-call-delta"):
+            function = _dict(message, "tool_calls", "function")
+            return [Piece(f"tool_calls[{index}]", function[field], tool=True) for field in ("name", "arguments")
+                    if isinstance(function.get(field), str)]
+        return unreadable(data)
+
+
 class CohereFormat(WireFormat):
     name = "cohere"
     endpoints = (
@@ -159,3 +259,36 @@ class CohereFormat(WireFormat):
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
         return [("Content-Type", "application/json")], json_bytes(
             {"id": request_id, "message": with_request_id(refusal, request_id)})
+
+    def answer_kind(self, method: str, path: str) -> str:
+        if _NO_ANSWER_TEXT.search(path):
+            return "none"
+        return "read" if method == "POST" and _CHAT.search(path) else "unread"
+
+    def answer_pieces(self, path: str, answer: Any) -> list[Piece]:
+        if path.startswith("/v1/"):
+            return [Piece(channel, text, tool) for channel, _, text, tool in _v1_facts(answer)]
+        return _v2_pieces(answer.get("message") if isinstance(answer, dict) else None)
+
+    def stream_framing(self, path: str, content_type: str) -> Framing | None:
+        """v2 streams server-sent events; v1 one JSON object a line (`application/stream+json`), or server-sent
+        events when asked for them."""
+        if content_type.startswith("text/event-stream"):
+            return SSEEvents()
+        return JSONLines() if any(kind in content_type for kind in ("stream+json", "ndjson", "jsonl")) else None
+
+    def stream_reader(self, path: str) -> StreamReader:
+        return _V1Stream() if path.startswith("/v1/") else _V2Stream()
+
+    def stream_error(self, path: str, refusal: Refusal, request_id: str) -> tuple[str | None, bytes]:
+        """Cohere's own end of a failed generation, which the cohere SDK yields rather than raises (it raises on no
+        in-band event): v2 `message-end` with `finish_reason` ERROR and its documented `delta.error` message; v1
+        `stream-end` with `finish_reason` ERROR (and the refusal beside it). A caller that checks the finish
+        reason, as Cohere documents, sees the cut; nothing after the judged part is sent either way."""
+        message = f"{refusal.code}: {with_request_id(refusal, request_id)}"
+        if path.startswith("/v1/"):
+            return None, json_bytes({"is_finished": True, "event_type": "stream-end", "finish_reason": "ERROR",
+                                     "response": {"text": "", "generation_id": None, "finish_reason": "ERROR"},
+                                     "error": message})
+        return "message-end", json_bytes({"type": "message-end", "delta": {"finish_reason": "ERROR",
+                                                                         "error": message}})

@@ -14,12 +14,14 @@ turns into `errors.ClientError` (4xx) or `errors.ServerError` (5xx)::
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Iterable, Mapping
 
 from ..extract import Collector, UnknownShape, as_list, as_object
 from ..refusal import Refusal
 from . import WireFormat, json_bytes, known_role, only_key, with_request_id
+from .answers import Framing, JSONArrayElements, Piece, SSEEvents, StreamReader, json_or_none, unreadable
 
 # google.rpc.Code names by HTTP status, as the Gemini API documents them in its error table.
 STATUS_NAMES = {
@@ -179,10 +181,73 @@ def _embed_batch(body: dict, collector: Collector) -> None:
         _embed(request, f"requests[{index}]", collector)
 
 
+# --- answers (the output guard) -------------------------------------------------------------------------------
+
+_GENERATE = re.compile(r"^/v1(beta)?/(tunedModels|models)/[^/]+:(generateContent|streamGenerateContent)$")
+# Answers with no model text: token counts, embeddings, cache metadata, model lists.
+_NO_ANSWER_TEXT = re.compile(r"^/v1(beta)?/(models/[^/]+:(countTokens|embedContent|batchEmbedContents)$|cachedContents"
+                             r"(/[^/]+)?$|models(/[^/:]+)?$)")
+# Parts by kind: the field holding what the model wrote, the channel suffix, and whether it goes to a tool.
+# A function call's arguments go to the app's tools; code runs in the provider's sandbox, and its output is shown.
+_PART_TEXT = {"functionCall": ("", ".functionCall", True), "executableCode": ("code", ".code", True),
+              "codeExecutionResult": ("output", ".codeResult", False)}
+# Parts that hold no text: generated images and files, and the metadata beside a part's data.
+_SILENT_PARTS = frozenset({"inlineData", "fileData"})
+_PART_METADATA = frozenset({"thought", "thoughtSignature", "thought_signature", "videoMetadata", "partMetadata"})
+
+
+def _snake_or_camel(part: dict, name: str) -> Any:
+    return part.get(name, part.get(_snake(name)))
+
+
+def _part_pieces(part: Any, where: str) -> list[Piece]:
+    if not isinstance(part, dict):
+        return []
+    if isinstance(part.get("text"), str):
+        return [Piece(f"{where}.thought" if part.get("thought") else where, part["text"])]
+    for kind, (field, suffix, tool) in _PART_TEXT.items():
+        value = _snake_or_camel(part, kind)
+        if isinstance(value, dict):
+            text = value.get(field) if field else f"{value.get('name', '')}{json.dumps(value.get('args') or {})}"
+            return [Piece(where + suffix, text, tool)] if isinstance(text, str) else []
+    if any(_snake_or_camel(part, kind) is not None for kind in _SILENT_PARTS) or set(part) <= _PART_METADATA:
+        return []
+    return unreadable(json.dumps(part, ensure_ascii=False))  # a part this reader does not know: judged whole
+
+
+def _candidate_pieces(answer: Any) -> list[Piece]:
+    """The parts of every candidate of a GenerateContentResponse (a plain answer, or one chunk of a stream)."""
+    candidates = answer.get("candidates") if isinstance(answer, dict) else None
+    pieces: list[Piece] = []
+    for position, candidate in enumerate(candidates if isinstance(candidates, list) else []):
+        if not isinstance(candidate, dict) or not isinstance(candidate.get("content"), dict):
+            continue
+        where = f"candidates[{candidate.get('index', position)}]"
+        parts = candidate["content"].get("parts")
+        for part in parts if isinstance(parts, list) else []:
+            pieces += _part_pieces(part, where)
+    return pieces
+
+
+class _GenerateStream(StreamReader):
+    """Each event (an SSE `data:` or an element of the JSON array) is a whole GenerateContentResponse holding
+    the next parts; an `error` object is the provider's own error."""
+
+    def feed(self, event: str | None, data: str) -> list[Piece]:
+        if not data.strip():
+            return []
+        chunk = json_or_none(data)
+        if not isinstance(chunk, dict):
+            return unreadable(data)
+        if "error" in chunk and "candidates" not in chunk:
+            return []
+        return _candidate_pieces(chunk)
+
+
 class GeminiFormat(WireFormat):
     name = "gemini"
     endpoints = (
-        (re.compile(r"^/v1(beta)?/(tunedModels|models)/[^/]+:(generateContent|streamGenerateContent)$"), _generate),
+        (_GENERATE, _generate),
         (re.compile(r"^/v1(beta)?/models/[^/]+:countTokens$"), _count_tokens),
         (re.compile(r"^/v1(beta)?/models/[^/]+:embedContent$"), _embed_one),
         (re.compile(r"^/v1(beta)?/models/[^/]+:batchEmbedContents$"), _embed_batch),
@@ -191,6 +256,29 @@ class GeminiFormat(WireFormat):
 
     def is_stream(self, path: str, body: Mapping[str, Any]) -> bool:
         return path.endswith(":streamGenerateContent")
+
+    def answer_kind(self, method: str, path: str) -> str:
+        if _NO_ANSWER_TEXT.search(path):
+            return "none"
+        return "read" if method == "POST" and _GENERATE.search(path) else "unread"
+
+    def answer_pieces(self, path: str, answer: Any) -> list[Piece]:
+        return _candidate_pieces(answer)
+
+    def stream_framing(self, path: str, content_type: str) -> Framing | None:
+        """Server-sent events with `alt=sse` (what google-genai asks for); without it, streamGenerateContent sends
+        one JSON array whose elements arrive one by one."""
+        if content_type.startswith("text/event-stream"):
+            return SSEEvents()
+        return JSONArrayElements() if path.endswith(":streamGenerateContent") and "json" in content_type else None
+
+    def stream_reader(self, path: str) -> StreamReader:
+        return _GenerateStream()
+
+    def stream_error(self, path: str, refusal: Refusal, request_id: str) -> tuple[str | None, bytes]:
+        """An element `{"error": {...}}`, as the API sends a mid-stream error: google-genai raises ClientError (4xx)
+        or ServerError (5xx) on it while iterating."""
+        return None, self.error_body(refusal, request_id)[1]
 
     def error_kind(self, status: int) -> str:
         return STATUS_NAMES.get(status, "INVALID_ARGUMENT" if status < 500 else "INTERNAL")

@@ -12,12 +12,13 @@ shape, which `openai` turns into `BadRequestError` and friends::
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from ..extract import Collector, UnknownShape, as_list, as_object
 from ..refusal import Refusal
-from . import Walker, WireFormat, json_bytes, known_role, with_request_id
+from . import Walker, WireFormat, json_bytes, known_role, responses, with_request_id
 from .answers import Piece, StreamReader, json_or_none, unreadable
 
 # Top-level keys that carry no text the model reads (sampling, routing, bookkeeping). Any other key is unknown
@@ -328,7 +329,9 @@ ENDPOINT_WALKERS: dict[str, Walker] = {
 
 # Answers with no model text: vectors, and the model list.
 _NO_ANSWER_TEXT = re.compile(r"(/embeddings|/models(/[^/]+)?)$")
-_READ_ANSWERS = re.compile(r"/(chat/)?completions$")
+_CHAT_ANSWERS = re.compile(r"/(chat/)?completions$")
+_RESPONSES_ANSWERS = re.compile(r"/responses$")
+
 
 
 def _message_pieces(message: Any, where: str) -> list[Piece]:
@@ -397,17 +400,27 @@ class OpenAIFormat(WireFormat):
     def answer_kind(self, method: str, path: str) -> str:
         if _NO_ANSWER_TEXT.search(path):
             return "none"
-        return "read" if method == "POST" and _READ_ANSWERS.search(path) else "unread"
+        read = _CHAT_ANSWERS.search(path) or _RESPONSES_ANSWERS.search(path)
+        return "read" if method == "POST" and read else "unread"
 
     def answer_pieces(self, path: str, answer: Any) -> list[Piece]:
+        if _RESPONSES_ANSWERS.search(path):
+            return responses.answer_pieces(answer)
         return _choice_pieces(answer, delta=False)
 
     def stream_reader(self, path: str) -> StreamReader:
-        return _ChatStream()
+        return responses.ResponsesStream() if _RESPONSES_ANSWERS.search(path) else _ChatStream()
 
-    def stream_error_event(self, refusal: Refusal, request_id: str) -> bytes:
-        """`data: {"error": {...}}`: the openai SDK raises APIError on it while iterating."""
-        return b"data: " + self.error_body(refusal, request_id)[1] + b"\n\n"
+    def stream_error(self, path: str, refusal: Refusal, request_id: str) -> tuple[str | None, bytes]:
+        """Chat: `data: {"error": {...}}`. Responses: an `error` event whose data is both the Responses API's
+        error event (`type`, `code`, `message`, `param`) and carries `error`, the key the openai SDK raises
+        APIError on while iterating."""
+        body = self.error_body(refusal, request_id)[1]
+        if not _RESPONSES_ANSWERS.search(path):
+            return None, body
+        error = json.loads(body)["error"]
+        return "error", json_bytes({"type": "error", "code": error["code"], "message": error["message"],
+                                    "param": None, "error": error})
 
     def error_body(self, refusal: Refusal, request_id: str) -> tuple[list[tuple[str, str]], bytes]:
         error = {"message": with_request_id(refusal, request_id), "type": self.error_kind(refusal.status), "param": None,

@@ -1,0 +1,94 @@
+"""Property: however the provider splits an answer into events and its bytes into chunks, in every answer format,
+the enforced stream never delivers a flagged phrase, relays the provider's events intact, and ends with the
+format's own error event; a phrase that falls within the first holdback window is not delivered at all."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lockllm_wsgi.config import OutputSettings, ScannerSettings
+from lockllm_wsgi.formats import FORMATS
+from lockllm_wsgi.output import EnforcedStream, Judge, Outcome, answer_texts
+from lockllm_wsgi.refusal import Refusal
+from lockllm_wsgi.verdict import ScannerUnavailable, Verdict
+from support.answer_streams import WIRES
+from support.fakes import ATTACK
+
+HOLDBACK = 120
+
+
+class PhraseScanner:
+    """Calls a text unsafe when it holds ATTACK, as the fake LockLLM does."""
+
+    def scan(self, texts, deadline, settings):
+        return [Verdict(safe=ATTACK not in text, score=0.97 if ATTACK in text else 0.02) for text in texts]
+
+
+def enforce(wire, chunks: list[bytes]) -> list[bytes]:
+    """What the enforced stream yields, write by write."""
+    fmt = FORMATS[wire.route]
+    path = wire.stream_path or wire.path
+    judge = Judge(PhraseScanner(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
+
+    def error(code: str, message: str) -> tuple[str | None, bytes]:
+        return fmt.stream_error(path, Refusal(422, code, message), "req_1")
+
+    return list(EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type),
+                                   fmt.stream_reader(path), judge, Outcome(), HOLDBACK, False, error))
+
+
+def delivered_text(wire, received: bytes) -> str:
+    """The answer's text as the format's own framing and reader read what the client received."""
+    fmt = FORMATS[wire.route]
+    path = wire.stream_path or wire.path
+    framing, reader = fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path)
+    pieces = [piece for event in framing.feed(received) for piece in reader.feed(event.name, event.data)]
+    return "".join(answer_texts(piece for piece in pieces if piece.channel != "unreadable").values())
+
+
+@st.composite
+def split_answers(draw):
+    wire = draw(st.sampled_from(sorted(WIRES.values(), key=lambda wire: wire.name)))
+    safe = draw(st.text(alphabet="abc xyz.,", max_size=3 * HOLDBACK))
+    cuts = sorted(draw(st.sets(st.integers(1, len(ATTACK) - 1), max_size=4)))
+    attack = [ATTACK[start:end] for start, end in zip([0, *cuts], [*cuts, len(ATTACK)])]
+    safe_parts = [safe[index:index + 37] for index in range(0, len(safe), 37)]
+    texts = [*safe_parts, *attack, draw(st.text(alphabet="abc ", max_size=20))]
+    stream = b"".join(wire.events([text for text in texts if text]))
+    positions = sorted(draw(st.sets(st.integers(1, max(1, len(stream) - 1)), max_size=12)))
+    chunks = [stream[start:end] for start, end in zip([0, *positions], [*positions, len(stream)])]
+    return wire, safe, stream, chunks
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(split_answers())
+def test_no_flagged_phrase_reaches_the_client_however_the_answer_is_split(case):
+    wire, safe, stream, chunks = case
+    *relayed, error = enforce(wire, chunks)
+    assert stream.startswith(b"".join(relayed))  # whole events as the provider sent them, nothing rewritten
+    assert b"output guard" in error
+    text = delivered_text(wire, b"".join(relayed))
+    assert ATTACK not in text
+    if len(safe) + len(ATTACK) < HOLDBACK:
+        assert safe.startswith(text)  # within the first window: nothing of the phrase was sent
+
+
+class DownScanner:
+    def scan(self, texts, deadline, settings):
+        raise ScannerUnavailable("the scanner is down")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(WIRES)), st.sets(st.integers(1, 4000), max_size=12))
+def test_a_stream_that_fails_open_is_relayed_byte_for_byte_however_it_is_split(name, positions):
+    wire = WIRES[name]
+    fmt, path = FORMATS[wire.route], wire.stream_path or wire.path
+    stream = b"".join(wire.events([f"part {number} of a long and harmless answer. " * 3 for number in range(12)]))
+    cuts = sorted(position for position in positions if position < len(stream))
+    chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+    judge = Judge(DownScanner(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
+    outcome = Outcome()
+    relayed = EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
+                             judge, outcome, HOLDBACK, True, lambda code, message: (None, b"cut"))
+    assert b"".join(relayed) == stream and outcome.decision == "fail_open"
