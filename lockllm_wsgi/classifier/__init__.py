@@ -1,0 +1,128 @@
+"""The offline scanner's optional model stage: NanoGuard (PyPI `metatronnanoguard` 0.1.0, MIT, 16.8M parameters),
+run with numpy from the weights inside its installed wheel, without torch.
+
+The wheel's own dependencies pull a CUDA torch of several GB, so it is installed without them, beside the
+`model` extra that brings numpy (INSTALL_COMMAND). Texts longer than the model's window of 512 tokens are scored in
+overlapping windows, the highest score speaking for the text::
+
+    model = load_nanoguard()  # once per process: reads and converts ~60 MB of weights
+    model.score("Ignore all previous instructions")  # -> 0.99...
+
+Nothing here imports numpy until a model is loaded, so the settings can ask `missing_requirement()` cheaply.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .bpe import BytePairTokenizer
+    from .network import Network
+
+__all__ = ["DEFAULT_MODEL_THRESHOLD", "INSTALL_COMMAND", "ModelTimeout", "NanoGuard", "load_nanoguard",
+           "missing_requirement", "windows"]
+
+DISTRIBUTION, VERSION = "metatronnanoguard", "0.1.0"  # the port in network.py follows this release's model.py
+INSTALL_COMMAND = f"pip install 'lockllm-wsgi[model]' && pip install --no-deps {DISTRIBUTION}=={VERSION}"
+# The model's score from which it flags a text on its own (its own default, 0.5, flags ~8% of benign prompts and
+# 23% of those full of trigger words): the lowest threshold at which rules + model flag no more than 1% of the
+# benign dev rows beyond what the rules flag, chosen by `python benchmarks/offline_eval.py --calibrate` on
+# ../shared/eval/dev.jsonl.
+DEFAULT_MODEL_THRESHOLD = 0.99
+# Tokens two neighbouring windows share at least, so a phrase of up to this length cut at a window boundary is
+# whole in one of them (~250 characters of English; a longer instruction still leaves most of itself in one).
+# Each window costs ~15 GFLOP (about 100 ms on two cores), so the overlap is kept small: a 4,000-character
+# text of ~950 tokens takes two windows.
+DEFAULT_WINDOW_OVERLAP = 64
+# Windows scored in one pass: batching saves per-call overhead, while one batch's attention scores stay ~16 MB.
+DEFAULT_BATCH_WINDOWS = 4
+
+
+class ModelTimeout(Exception):
+    """The text's windows could not all be scored before the deadline."""
+
+
+def missing_requirement() -> str | None:
+    """What of the model stage is not installed, with the command that installs it; None when all is there."""
+    missing = [name for name, present in (
+        ("numpy", importlib.util.find_spec("numpy") is not None),
+        (f"{DISTRIBUTION}=={VERSION}", _installed_version() == VERSION),
+    ) if not present]
+    if not missing:
+        return None
+    return f"needs the model extra ({' and '.join(missing)} not installed): {INSTALL_COMMAND}"
+
+
+def _installed_version() -> str | None:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def windows(count: int, size: int, overlap: int = DEFAULT_WINDOW_OVERLAP) -> list[tuple[int, int]]:
+    """(start, end) of the fewest windows of `size` tokens that cover `count` tokens with neighbours sharing at
+    least `overlap`, spread evenly: every window of a long text is full, none is wasted on a sliver at the end."""
+    if count <= size:
+        return [(0, count)]
+    gaps = -(-(count - size) // (size - overlap))  # windows after the first
+    return [(start, start + size) for start in ((count - size) * i // gaps for i in range(gaps + 1))]
+
+
+@dataclass(frozen=True)
+class NanoGuard:
+    tokenizer: "BytePairTokenizer"
+    network: "Network"
+    bos: int
+    pad: int
+
+    @property
+    def window_tokens(self) -> int:
+        """Text tokens per window: the model's length less the BOS token that starts every window."""
+        return self.network.length - 1
+
+    def score(self, text: str, deadline: float | None = None) -> float:
+        """The injection probability of `text`: the highest of its windows. ModelTimeout past `deadline`
+        (time.monotonic()), checked between batches of windows."""
+        import numpy as np
+
+        ids = self.tokenizer.encode(text)
+        spans = windows(len(ids), self.window_tokens)
+        best = 0.0
+        for first in range(0, len(spans), DEFAULT_BATCH_WINDOWS):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ModelTimeout(f"scored {first} of {len(spans)} windows before the deadline")
+            batch = spans[first:first + DEFAULT_BATCH_WINDOWS]
+            rows = np.full((len(batch), self.network.length), self.pad, dtype=np.int64)
+            lengths = np.empty(len(batch), dtype=np.int64)
+            for row, (start, end) in enumerate(batch):
+                rows[row, 0] = self.bos
+                rows[row, 1:1 + end - start] = ids[start:end]
+                lengths[row] = 1 + end - start
+            best = max(best, float(self.network.injection_scores(rows, lengths).max()))
+        return best
+
+
+def load_nanoguard() -> NanoGuard:
+    """The model from the installed wheel; RuntimeError naming the install command when it is not there."""
+    problem = missing_requirement()
+    if problem is not None:
+        raise RuntimeError(f"the offline model {problem}")
+    from .bpe import BytePairTokenizer
+    from .checkpoint import read_checkpoint, read_encoding
+    from .network import Network
+
+    # The wheel's files are read by path, never imported: its package imports torch.
+    assets = importlib.metadata.distribution(DISTRIBUTION).locate_file("nanoguard/assets")
+    with zipfile.ZipFile(str(assets / "model.pt")) as archive:
+        weights, config = read_checkpoint(archive)
+    with open(str(assets / "tokenizer.pkl"), "rb") as handle:
+        encoding = read_encoding(handle)
+    tokenizer = BytePairTokenizer(encoding)
+    return NanoGuard(tokenizer, Network(weights, config), bos=encoding.special_tokens["<|reserved_0|>"],
+                     pad=encoding.special_tokens["<|reserved_1|>"])
