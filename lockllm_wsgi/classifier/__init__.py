@@ -76,8 +76,8 @@ def windows(count: int, size: int, overlap: int = DEFAULT_WINDOW_OVERLAP) -> lis
 
 @dataclass(frozen=True)
 class NanoGuard:
-    tokenizer: "BytePairTokenizer"
-    network: "Network"
+    tokenizer: BytePairTokenizer
+    network: Network
     bos: int
     pad: int
 

@@ -8,6 +8,7 @@ needs no tiktoken (tests/test_classifier.py checks the ids against tiktoken's ow
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import pairwise
 
 import regex
 
@@ -67,4 +68,4 @@ class BytePairTokenizer:
                 pairs[i] = ranks.get(data[starts[i]:starts[i + 2]], _NO_RANK)
             if i > 0:
                 pairs[i - 1] = ranks.get(data[starts[i - 1]:starts[i + 1]], _NO_RANK)
-        return tuple(ranks[data[start:end]] for start, end in zip(starts, starts[1:]))
+        return tuple(ranks[data[start:end]] for start, end in pairwise(starts))
