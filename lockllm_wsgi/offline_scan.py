@@ -12,6 +12,7 @@ and the model's score rescaled so that the model's calibrated threshold falls on
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -42,7 +43,8 @@ def combined_score(rules: float, model: float | None, model_threshold: float = D
         mapped = DEFAULT_THRESHOLD * model / model_threshold
     else:
         mapped = DEFAULT_THRESHOLD + (1.0 - DEFAULT_THRESHOLD) * (model - model_threshold) / (1.0 - model_threshold)
-    return round(max(rules, mapped), 4)
+    # Four decimals like the rules' score, rounded down: a model score under its threshold never rounds up to it.
+    return max(rules, math.floor(mapped * 10_000) / 10_000)
 
 
 class OfflineScanner:

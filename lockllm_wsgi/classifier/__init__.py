@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
+import sys
 import time
 import zipfile
 from dataclasses import dataclass
@@ -28,7 +30,9 @@ __all__ = ["DEFAULT_MODEL_THRESHOLD", "INSTALL_COMMAND", "ModelTimeout", "NanoGu
            "missing_requirement", "windows"]
 
 DISTRIBUTION, VERSION = "metatronnanoguard", "0.1.0"  # the port in network.py follows this release's model.py
-INSTALL_COMMAND = f"pip install 'lockllm-wsgi[model]' && pip install --no-deps {DISTRIBUTION}=={VERSION}"
+# The model extra brings numpy; the wheel comes without its dependencies, which would pull a CUDA torch. Run from
+# the gateway's checkout with the gateway venv's pip (README, "The offline scanner"; .ci/run does the same).
+INSTALL_COMMAND = f"pip install '.[model]' && pip install --no-deps {DISTRIBUTION}=={VERSION}"
 # The model's score from which it flags a text on its own (its own default, 0.5, flags ~8% of benign prompts and
 # 23% of those full of trigger words): the lowest threshold at which rules + model flag no more than 1% of the
 # benign dev rows beyond what the rules flag, chosen by `python benchmarks/offline_eval.py --calibrate` on
@@ -55,7 +59,9 @@ def missing_requirement() -> str | None:
     ) if not present]
     if not missing:
         return None
-    return f"needs the model extra ({' and '.join(missing)} not installed): {INSTALL_COMMAND}"
+    pip = os.path.join(sys.prefix, "bin", "pip")  # the gateway's venv, wherever this runs (mod_wsgi, the CLI)
+    return (f"needs the model extra ({' and '.join(missing)} not installed): from the gateway's checkout, run "
+            + INSTALL_COMMAND.replace("pip install", f"{pip} install"))
 
 
 def _installed_version() -> str | None:
@@ -87,13 +93,17 @@ class NanoGuard:
         return self.network.length - 1
 
     def score(self, text: str, deadline: float | None = None) -> float:
-        """The injection probability of `text`: the highest of its windows. ModelTimeout past `deadline`
-        (time.monotonic()), checked between batches of windows."""
+        """The injection probability of `text`: the highest of its windows'."""
+        return max(self.window_scores(text, deadline))
+
+    def window_scores(self, text: str, deadline: float | None = None) -> list[float]:
+        """The injection probability of each window of `text`, in order. ModelTimeout past `deadline`
+        (time.monotonic()), checked before each batch of windows, so a late text stops costing CPU."""
         import numpy as np
 
         ids = self.tokenizer.encode(text)
         spans = windows(len(ids), self.window_tokens)
-        best = 0.0
+        scores: list[float] = []
         for first in range(0, len(spans), DEFAULT_BATCH_WINDOWS):
             if deadline is not None and time.monotonic() >= deadline:
                 raise ModelTimeout(f"scored {first} of {len(spans)} windows before the deadline")
@@ -104,8 +114,8 @@ class NanoGuard:
                 rows[row, 0] = self.bos
                 rows[row, 1:1 + end - start] = ids[start:end]
                 lengths[row] = 1 + end - start
-            best = max(best, float(self.network.injection_scores(rows, lengths).max()))
-        return best
+            scores.extend(float(score) for score in self.network.injection_scores(rows, lengths))
+        return scores
 
 
 def load_nanoguard() -> NanoGuard:
