@@ -33,11 +33,11 @@ DISTRIBUTION, VERSION = "metatronnanoguard", "0.1.0"  # the port in network.py f
 # The model extra brings numpy; the wheel comes without its dependencies, which would pull a CUDA torch. Run from
 # the gateway's checkout with the gateway venv's pip (README, "The offline scanner"; .ci/run does the same).
 INSTALL_COMMAND = f"pip install '.[model]' && pip install --no-deps {DISTRIBUTION}=={VERSION}"
-# The model's score from which it flags a text on its own (its own default, 0.5, flags ~8% of benign prompts and
-# 23% of those full of trigger words): the lowest threshold at which rules + model flag no more than 1% of the
-# benign dev rows beyond what the rules flag, chosen by `python benchmarks/offline_eval.py --calibrate` on
-# ../shared/eval/dev.jsonl.
-DEFAULT_MODEL_THRESHOLD = 0.99
+# The model's score from which it flags a text on its own. Its own default, 0.5, flags 8% of the benign dev rows
+# (23% of NotInject's, benign prompts full of trigger words); real attacks mostly score above 0.9999. Chosen by
+# `python benchmarks/offline_eval.py --calibrate` on ../shared/eval/dev.jsonl only: the lowest threshold at which
+# rules + model flag at most 1% more of the benign rows than the rules alone (0.999793), rounded up.
+DEFAULT_MODEL_THRESHOLD = 0.9998
 # Tokens two neighbouring windows share at least, so a phrase of up to this length cut at a window boundary is
 # whole in one of them (~250 characters of English; a longer instruction still leaves most of itself in one).
 # Each window costs ~15 GFLOP (about 100 ms on two cores), so the overlap is kept small: a 4,000-character
