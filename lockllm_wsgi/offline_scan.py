@@ -19,16 +19,16 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
-from .classifier import DEFAULT_MODEL_THRESHOLD, ModelTimeout, NanoGuard, load_nanoguard
+from .classifier import DEFAULT_MODEL_THRESHOLD, NanoGuard, load_nanoguard
 from .config import ScannerSettings
 from .offline import DEFAULT_THRESHOLD, Detection, OfflineDetector, parse_signal
 from .verdict import ScannerUnavailable, Verdict
 
 # The family a verdict names when the model's own score reached its threshold (beside the rule families).
 MODEL_FAMILY = "nanoguard"
-# One model run at a time per process: numpy's BLAS already spreads each over the cores, and a second run at once
-# would only share them, making both late.
-DEFAULT_MODEL_WORKERS = 1
+# Windows scored at once per process, each on one core (classifier.DEFAULT_BLAS_THREADS): the cores of this
+# project's 2-core machines. Several daemons share the cores the same way.
+DEFAULT_MODEL_WORKERS = 2
 # Model scores kept per process, by the text's SHA-256 (never the text): a resent chat history costs no model run.
 # ~200 bytes an entry.
 DEFAULT_MEMO_ENTRIES = 16_384
@@ -81,38 +81,56 @@ class OfflineScanner:
                        families=families, model_score=model_score)
 
     def _model_scores(self, texts: Sequence[str], deadline: float) -> list[float | None]:
+        """The model's score of each text: remembered, or the highest of its windows, which the pool's workers
+        score side by side (one core each), so a long text takes both cores."""
         keys = [hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest() for text in texts]
-        futures: dict[bytes, Future] = {}
-        for key, text in zip(keys, texts):
-            if key in futures:
-                continue  # a text repeated within the request is scored once
-            known = self._recall(key)
-            if known is None:
-                futures[key] = self._pool.submit(self._score, key, text, deadline)
-            else:
-                futures[key] = done = Future()
-                done.set_result(known)
-        finished, pending = wait(list(futures.values()), timeout=max(0.0, deadline - time.monotonic()),
-                                 return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
+        known: dict[bytes, float] = {}
+        running: dict[bytes, list[Future]] = {}
+        try:
+            for key, text in zip(keys, texts):
+                if key in known or key in running:
+                    continue  # a text repeated within the request is scored once
+                remembered = self._recall(key)
+                if remembered is not None:
+                    known[key] = remembered
+                    continue
+                running[key] = [self._pool.submit(self.model.score_window, window, deadline)
+                                for window in self.model.windows(text, deadline)]
+        except TimeoutError:
+            self._cancel(running)
+            raise self._late(len(running) + 1) from None
+        futures = [future for text_futures in running.values() for future in text_futures]
+        finished, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
         failure = next((future.exception() for future in finished if future.exception() is not None), None)
-        if pending or isinstance(failure, ModelTimeout):
-            raise ScannerUnavailable(
-                f"the offline model could not score the request's {len(futures)} distinct texts within the scan "
-                f"deadline of {self.settings.timeout:g}s (about 0.1 s of CPU per 512 tokens); raise [scanner] timeout "
-                "for long prompts", caused_by_request=True)
-        if failure is not None:
+        if pending or failure is not None:
+            self._cancel(running)
+            if pending or isinstance(failure, TimeoutError):
+                raise self._late(len(running))
             raise ScannerUnavailable(f"the offline model failed: {type(failure).__name__}") from failure
-        return [futures[key].result() for key in keys]
+        for key, text_futures in running.items():
+            known[key] = max(future.result() for future in text_futures)
+            self._remember(key, known[key])
+        return [known[key] for key in keys]
 
-    def _score(self, key: bytes, text: str, deadline: float) -> float:
-        score = self.model.score(text, deadline)
+    def _late(self, fresh: int) -> ScannerUnavailable:
+        # Never a fail-open: what the model could not finish is the clients' load.
+        return ScannerUnavailable(
+            f"the offline model could not score {fresh} fresh texts within the scan deadline of "
+            f"{self.settings.timeout:g}s (about 0.2 s of one core per 512 tokens); raise [scanner] timeout for long "
+            "prompts", caused_by_request=True)
+
+    @staticmethod
+    def _cancel(running: dict[bytes, list[Future]]) -> None:
+        for text_futures in running.values():
+            for future in text_futures:
+                future.cancel()
+
+    def _remember(self, key: bytes, score: float) -> None:
         with self._memo_lock:
             self._memo[key] = score
+            self._memo.move_to_end(key)
             while len(self._memo) > DEFAULT_MEMO_ENTRIES:
                 self._memo.popitem(last=False)
-        return score
 
     def _recall(self, key: bytes) -> float | None:
         with self._memo_lock:

@@ -52,8 +52,8 @@ def test_scores_equal_torchs_on_the_reference_sample(model):
     assert len(SAMPLES) >= 50
     for sample in SAMPLES:
         # NanoGuard itself reads the first 512 tokens only: its score is our first window's.
-        assert model.window_scores(sample["text"])[0] == pytest.approx(sample["score"], abs=TOLERANCE), \
-            sample["text"][:80]
+        first = model.windows(sample["text"])[0]
+        assert model.score_window(first) == pytest.approx(sample["score"], abs=TOLERANCE), sample["text"][:80]
 
 
 @needs_model
@@ -75,9 +75,11 @@ def test_an_attack_at_the_end_of_a_long_text_is_found_by_a_later_window(model):
 
 
 @needs_model
-def test_a_passed_deadline_stops_scoring(model):
+def test_a_passed_deadline_stops_tokenizing_and_scoring(model):
+    with pytest.raises(TimeoutError):
+        model.windows(FILLER, deadline=time.monotonic() - 1)
     with pytest.raises(ModelTimeout):
-        model.score(FILLER, deadline=time.monotonic() - 1)
+        model.score_window(model.windows(FILLER)[0], deadline=time.monotonic() - 1)
 
 
 @needs_model

@@ -43,18 +43,21 @@ DEFAULT_MODEL_THRESHOLD = 0.9998
 # Each window costs ~15 GFLOP (about 100 ms on two cores), so the overlap is kept small: a 4,000-character
 # text of ~950 tokens takes two windows.
 DEFAULT_WINDOW_OVERLAP = 64
-# Windows scored in one pass: batching saves per-call overhead, while one batch's attention scores stay ~16 MB.
-DEFAULT_BATCH_WINDOWS = 4
+# Threads numpy's BLAS may use for one window. One: the scan pool runs windows side by side instead, and a
+# multi-threaded BLAS on cores other processes also want spins, which measured 2-4 times slower per window on
+# this project's loaded 2-core machine (benchmarks/offline_speed.py --model).
+DEFAULT_BLAS_THREADS = 1
 
 
-class ModelTimeout(Exception):
-    """The text's windows could not all be scored before the deadline."""
+class ModelTimeout(TimeoutError):
+    """The deadline passed before a text was tokenized or a window scored (the tokenizer raises TimeoutError)."""
 
 
 def missing_requirement() -> str | None:
     """What of the model stage is not installed, with the command that installs it; None when all is there."""
     missing = [name for name, present in (
         ("numpy", importlib.util.find_spec("numpy") is not None),
+        ("threadpoolctl", importlib.util.find_spec("threadpoolctl") is not None),
         (f"{DISTRIBUTION}=={VERSION}", _installed_version() == VERSION),
     ) if not present]
     if not missing:
@@ -92,30 +95,29 @@ class NanoGuard:
         """Text tokens per window: the model's length less the BOS token that starts every window."""
         return self.network.length - 1
 
-    def score(self, text: str, deadline: float | None = None) -> float:
-        """The injection probability of `text`: the highest of its windows'."""
-        return max(self.window_scores(text, deadline))
+    def windows(self, text: str, deadline: float | None = None) -> list[list[int]]:
+        """The token windows the model reads of `text`, each starting with BOS: one unless the text is long.
+        TimeoutError once `deadline` (time.monotonic()) has passed."""
+        ids = self.tokenizer.encode(text, deadline)
+        return [[self.bos, *ids[start:end]] for start, end in windows(len(ids), self.window_tokens)]
 
-    def window_scores(self, text: str, deadline: float | None = None) -> list[float]:
-        """The injection probability of each window of `text`, in order. ModelTimeout past `deadline`
-        (time.monotonic()), checked before each batch of windows, so a late text stops costing CPU."""
+    def score_window(self, window: list[int], deadline: float | None = None) -> float:
+        """The injection probability of one window (padded to the model's length, as NanoGuard pads);
+        ModelTimeout without running when `deadline` (time.monotonic()) has passed, so late work costs no CPU."""
         import numpy as np
 
-        ids = self.tokenizer.encode(text)
-        spans = windows(len(ids), self.window_tokens)
-        scores: list[float] = []
-        for first in range(0, len(spans), DEFAULT_BATCH_WINDOWS):
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ModelTimeout(f"scored {first} of {len(spans)} windows before the deadline")
-            batch = spans[first:first + DEFAULT_BATCH_WINDOWS]
-            rows = np.full((len(batch), self.network.length), self.pad, dtype=np.int64)
-            lengths = np.empty(len(batch), dtype=np.int64)
-            for row, (start, end) in enumerate(batch):
-                rows[row, 0] = self.bos
-                rows[row, 1:1 + end - start] = ids[start:end]
-                lengths[row] = 1 + end - start
-            scores.extend(float(score) for score in self.network.injection_scores(rows, lengths))
-        return scores
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ModelTimeout("the deadline passed before this window was scored")
+        row = np.full((1, self.network.length), self.pad, dtype=np.int64)
+        row[0, :len(window)] = window
+        return float(self.network.injection_scores(row, np.array([len(window)]))[0])
+
+    def window_scores(self, text: str) -> list[float]:
+        return [self.score_window(window) for window in self.windows(text)]
+
+    def score(self, text: str) -> float:
+        """The injection probability of `text`: the highest of its windows'."""
+        return max(self.window_scores(text))
 
 
 def load_nanoguard() -> NanoGuard:
@@ -134,5 +136,8 @@ def load_nanoguard() -> NanoGuard:
     with open(str(assets / "tokenizer.pkl"), "rb") as handle:
         encoding = read_encoding(handle)
     tokenizer = BytePairTokenizer(encoding)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(DEFAULT_BLAS_THREADS, user_api="blas")  # for the process: nothing else in it uses BLAS
     return NanoGuard(tokenizer, Network(weights, config), bos=encoding.special_tokens["<|reserved_0|>"],
                      pad=encoding.special_tokens["<|reserved_1|>"])

@@ -7,6 +7,7 @@ needs no tiktoken (tests/test_classifier.py checks the ids against tiktoken's ow
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from itertools import pairwise
 
@@ -21,6 +22,8 @@ DEFAULT_PIECE_CACHE = 65_536
 # costs the square of a piece's length, and no word of a real text is this long.
 MAX_PIECE_CHARS = 256
 _NO_RANK = 1 << 62
+# Pieces tokenized between two looks at the clock: about 4 ms of work.
+DEADLINE_CHECK_PIECES = 4096
 
 
 def _unicode_whitespace(pattern: str) -> str:
@@ -35,10 +38,14 @@ class BytePairTokenizer:
         self._split = regex.compile(_unicode_whitespace(encoding.pat_str)).findall
         self._piece = lru_cache(maxsize=DEFAULT_PIECE_CACHE)(self._merge)
 
-    def encode(self, text: str) -> list[int]:
-        """The token ids of `text`; special-token names in it are plain text (tiktoken's encode_ordinary)."""
+    def encode(self, text: str, deadline: float | None = None) -> list[int]:
+        """The token ids of `text`; special-token names in it are plain text (tiktoken's encode_ordinary).
+        TimeoutError once `deadline` (time.monotonic()) has passed, checked every DEADLINE_CHECK_PIECES pieces:
+        megabytes of text take seconds to tokenize."""
         ids: list[int] = []
-        for piece in self._split(text):
+        for number, piece in enumerate(self._split(text)):
+            if deadline is not None and number % DEADLINE_CHECK_PIECES == 0 and time.monotonic() >= deadline:
+                raise TimeoutError(f"the deadline passed after {number} pieces of the text were tokenized")
             if len(piece) <= MAX_PIECE_CHARS:
                 ids.extend(self._piece(piece))
                 continue
