@@ -128,6 +128,9 @@ _CODE_BLOCK = (r"\b(?:following|below|subsequent|given|provided|this|these)\W+(?
 _YOUR_WORK = (r"\byour\W+(?:\w+\W+){0,1}?(?:code|codebase|response|answer|output|reply|solution|algorithm|program"
               r"|implementation|script|logic|functionality|elucidation|explanation|project|application|app)\b")
 
+# Two closing brackets in a row, every order: where a template breakout can start.
+_CLOSERS = ("]]", "))", "}}", "])", ")]", "]}", "}]", ")}", "})")
+
 LATIN_RULES: tuple[Rule, ...] = (
     # --- instruction override: an imperative to drop what the model was told before.
     _rule("override_prior", OVERRIDE, 0.95,
@@ -390,38 +393,43 @@ LATIN_RULES: tuple[Rule, ...] = (
           r"(?:(?:me|us|all|of|every|each)\W+){0,3}(?:your\W+(?:\w+\W+)?(?:instructions|rules|guidelines|directives|"
           r"system\W+prompt|prompt)\b|(?:the\W+|all\W+|every\W+|each\W+)(?:\w+\W+)?(?:instructions?|rules|guidelines|"
           r"directives)\W+(?:that\W+)?you\W+(?:have\W+been|were|got|received)\W+(?:\w+\W+)?given\b)",
-          ("instruction", "rules", "guideline", "directive", "prompt"), imperative=True),
+          ("instruction", "rules", "guideline", "directive", "prompt"), imperative=True,
+          anchors=("rewrite", "translate", "summari", "paraphrase", "encode", "convert", "turn", "list", "repeat",
+                   "recite", "respond", "reply", "answer", "print", "output", "spell", "write", "tell")),
     _rule("instructions_declared_void", OVERRIDE, 0.55,
           r"\b(?:previous|prior|above|earlier|old|original|initial|system|preceding|former|all|your|out\W+of\W+date)"
           r"\w*\W+(?:\w+\W+){0,2}?(?:instructions|rules|directions|guidelines|prompts?|orders)\W+(?:above\W+|so\W+far\W+)?"
           r"(?:are|were|is|have\W+been)\W+(?:now\W+|all\W+)?(?:false|void|invalid|obsolete|outdated|out\W+of\W+date|"
           r"cancell?ed|revoked|null|fake|expired|superseded|no\W+longer\W+(?:valid|apply|applicable|in\W+effect))\b",
-          ("instruction", "rules", "direction", "guideline", "prompt", "orders")),
+          ("instruction", "rules", "direction", "guideline", "prompt", "orders"),
+          anchors=("previous", "prior", "above", "earlier", "old", "original", "initial", "system", "preceding",
+                   "former", "all", "your", "out")),
     _rule("drop_the_task_for_another", OVERRIDE, 0.6,
           r"\b(?:ignore|disregard|skip)\w*\W+(?:the\W+|this\W+|that\W+|any\W+|all\W+)?(?:\w+\W+)?"
           r"(?:image|picture|photo|document|text|content|email|page|file|input|question|data|article|message|task)s?"
           r"\W+(?:\w+\W+){0,3}?(?:and|then|instead|but)\W+(?:\w+\W+){0,2}?"
           r"(?:write|say|print|output|respond|reply|tell|answer|type|send|reveal)\b",
-          ("ignor", "disregard", "skip"), imperative=True),
+          ("ignor", "disregard", "skip"), imperative=True, anchors=("ignor", "disregard", "skip")),
     # Weak alone: operators' own system prompts say "if X, do not answer; instead tell them Y".
     _rule("conditional_task_swap", OVERRIDE, 0.35,
           r"\bif\W+(?:\w+\W+){0,6}?(?:do\W+not|don'?t|never)\W+(?:translate|summari[sz]e|answer|process|reply|respond|"
           r"classify|analy[sz]e|follow|correct)\w*\W+(?:\w+\W+){0,4}?(?:(?:instead|rather)\W+(?:\w+\W+){0,2}?)?"
-          r"(?:print|say|output|write|reply|respond|reveal|send|tell|give|return)\b", ("if",)),
+          r"(?:print|say|output|write|reply|respond|reveal|send|tell|give|return)\b", ("if",), anchors=("if",)),
     _rule("safeguard_lifted_in_fiction", JAILBREAK, 0.55,
           r"\b(?:pretend|imagine|suppose|assume|act\W+as\W+if|let'?s\W+say)\W+(?:\w+\W+){0,8}?"
           r"(?:personal\W+(?:data|information)|privacy(?:\W+laws?)?|private\W+(?:data|information)|confidential\w*|"
           r"data\W+protection|gdpr)\W+(?:\w+\W+){0,3}?(?:is|are|was|were|has|have|does|do)\W+(?:\w+\W+)?"
           r"(?:public|legal|allowed|abolished|gone|void|irrelevant|expired|lifted|(?:not|no\W+longer)\W+"
           r"(?:exist|apply|matter|protected|private))\b",
-          ("pretend", "imagine", "suppose", "assume", "as if", "say")),
+          ("pretend", "imagine", "suppose", "assume", "as if", "say"),
+          anchors=("pretend", "imagine", "suppose", "assume", "act", "let")),
     # Weak alone: "answer only with JSON" is an ordinary instruction; with other evidence it tips the score.
     _rule("dictated_output", OUTPUT, 0.3,
           r"\b(?:reply|respond|answer|output|say|print|write|type)\w*\W+(?:\w+\W+){0,2}?(?:only|nothing\W+but|"
           r"exactly)\W+(?:with\W+)?(?:the\W+(?:word|phrase|sentence|text|string|password|code)\b|[\"“'])",
-          ("only", "nothing but", "exactly")),
-    _rule("template_breakout", DELIMITER, 0.3, r"[\])}]{2}(?:\s*[\])}]){6,}", ("]]", "))", "}}", "])", ")]", "]}",
-                                                                             "}]", ")}", "})")),
+          ("only", "nothing but", "exactly"),
+          anchors=("reply", "respond", "answer", "output", "say", "print", "write", "type")),
+    _rule("template_breakout", DELIMITER, 0.3, r"[\])}]{2}(?:\s*[\])}]){6,}", _CLOSERS, anchors=_CLOSERS),
     # --- encoded payloads: asking the model to decode something and act on it.
     _rule("decode_and_follow", ENCODED, 0.55,
           r"\b(?:decode|decipher|decrypt|translate|convert)\w*\W+(?:\w+\W+){0,6}?(?:and|then)\W+(?:\w+\W+){0,2}?"
