@@ -50,17 +50,15 @@ def combined_score(rules: float, model: float | None, model_threshold: float = D
 class OfflineScanner:
     """The in-process scanner behind the same interface as the LockLLM client; thread-safe, one per process."""
 
-    def __init__(self, settings: ScannerSettings, model: NanoGuard | None = None):
+    def __init__(self, settings: ScannerSettings):
         self.settings = settings
         self.detector = OfflineDetector(
             extra_signals=[parse_signal(line) for line in settings.offline_signals],
             allow_phrases=settings.offline_allow,
         )
-        if model is None and settings.offline_model == "nanoguard":
-            model = load_nanoguard()
-        self.model = model
+        self.model: NanoGuard | None = load_nanoguard() if settings.offline_model == "nanoguard" else None
         self._pool = (ThreadPoolExecutor(max_workers=DEFAULT_MODEL_WORKERS, thread_name_prefix="offline-model")
-                      if model is not None else None)
+                      if self.model is not None else None)
         self._memo: OrderedDict[bytes, float] = OrderedDict()
         self._memo_lock = threading.Lock()
         self.retries_total = 0
