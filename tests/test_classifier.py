@@ -11,7 +11,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lockllm_wsgi.classifier import (
@@ -89,7 +89,9 @@ def test_a_run_of_letters_longer_than_any_word_is_tokenized_in_slices(model):
     assert ids and time.process_time() - started < 5  # merging it whole costs the square of its length
 
 
-@given(count=st.integers(0, 20_000), size=st.integers(65, 600))
+# Window sizes near the model's 511 tokens: a size just over the overlap would make thousands of windows.
+@settings(deadline=None)  # a pure function: the time a loaded machine takes says nothing about it
+@given(count=st.integers(0, 20_000), size=st.integers(256, 600))
 def test_windows_cover_every_token_and_share_the_overlap(count, size):
     spans = windows(count, size)
     assert spans[0][0] == 0 and spans[-1][1] == count
