@@ -1,10 +1,13 @@
 """Time per scan of the offline detector, and how it scales with input length.
 
 Scans a realistic 4,000-character prompt and a 4,000-character attack, then benign and adversarial inputs of
-1k, 10k and 100k characters; the "us/kchar" column stays flat when the cost is linear::
+1k, 10k and 100k characters; the "us/kchar" column stays flat when the cost is linear. `--model` measures the
+model stage instead (the model extra must be installed): its load, the memory of a process holding it, the time per
+4,000-character text (windows included) and the fresh texts a process judges per second::
 
     python benchmarks/offline_speed.py
     python benchmarks/offline_speed.py --repeat 50
+    python benchmarks/offline_speed.py --model --repeat 5
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lockllm_wsgi.config import ScannerSettings  # noqa: E402
 from lockllm_wsgi.offline import OfflineDetector  # noqa: E402
+from lockllm_wsgi.offline_scan import OfflineScanner  # noqa: E402
 
 DEFAULT_REPEAT = 200
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
@@ -66,10 +71,73 @@ def mean_seconds(detector: OfflineDetector, text: str, repeat: int) -> float:
     return (time.perf_counter() - start) / repeat
 
 
+def memory_mib(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, in MiB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def model_figures(repeat: int) -> None:
+    """Load, memory, latency per 4,000-character text and fresh texts per second with the model stage on."""
+    import threading
+
+    before = memory_mib("VmRSS")
+    started = time.perf_counter()
+    scanner = OfflineScanner(ScannerSettings(backend="offline", offline_model="nanoguard", timeout=600))
+    print(f"model load: {time.perf_counter() - started:.2f} s, resident memory +{memory_mib('VmRSS') - before:.0f} MiB")
+    model = scanner.model
+    print(f"\n4,000-character texts, rules + model, fresh (never memoised), through the scan pool, best and mean "
+          f"of {repeat}")
+    # CPU time (all threads) is the steadier figure on a shared machine: wall time there depends on who else runs.
+    print(f"{'input':<24} {'tokens':>7} {'windows':>8} {'best ms':>8} {'mean ms':>8} {'CPU ms':>8} {'score':>7}")
+    for name in ("benign prose", "attack mix"):
+        text = CASES[name](DEFAULT_PROMPT_CHARS)
+        timings, cpu = [], []
+        for index in range(repeat):
+            fresh = f"{index} {text}"[:DEFAULT_PROMPT_CHARS]
+            begin, begin_cpu = time.perf_counter(), time.process_time()
+            verdict = scanner.scan([fresh], deadline=time.monotonic() + 600)[0]
+            timings.append(time.perf_counter() - begin)
+            cpu.append(time.process_time() - begin_cpu)
+        tokens = len(model.tokenizer.encode(text))
+        print(f"{name:<24} {tokens:>7} {len(model.windows(text)):>8} {min(timings) * 1e3:>8.0f} "
+              f"{sum(timings) / repeat * 1e3:>8.0f} {min(cpu) * 1e3:>8.0f} {verdict.score:>7.3f}")
+    print(f"peak resident memory of this process (a daemon holds the same): {memory_mib('VmHWM'):.0f} MiB")
+
+    print("\nfresh one-line prompts judged per second by one process (one window each)")
+    for clients in (1, 4):
+        count, lock, begin = [0], threading.Lock(), time.perf_counter()
+
+        def client(number: int, count: list[int] = count, lock: threading.Lock = lock) -> None:
+            for index in range(repeat * 2):
+                scanner.scan([f"Client {number} asks question {index}: what is the capital of France?"],
+                             deadline=time.monotonic() + 600)
+                with lock:
+                    count[0] += 1
+
+        threads = [threading.Thread(target=client, args=(number,)) for number in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print(f"  {clients} client thread(s): {count[0] / (time.perf_counter() - begin):.1f} texts/s")
+    begin, hits = time.perf_counter(), 0
+    while time.perf_counter() - begin < 1:
+        scanner.scan(["Client 0 asks question 0: what is the capital of France?"], deadline=time.monotonic() + 5)
+        hits += 1
+    print(f"  memoised (already judged) texts: {hits / (time.perf_counter() - begin):,.0f} texts/s")
+    scanner.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="scans per 4k measurement")
+    parser.add_argument("--model", action="store_true", help="measure the model stage (needs the model extra)")
     args = parser.parse_args(argv)
+    if args.model:
+        model_figures(args.repeat)
+        return 0
     detector = OfflineDetector()
 
     print(f"4,000-character prompts, mean of {args.repeat} scans")

@@ -31,4 +31,7 @@ def config_warnings(settings: Settings) -> list[str]:
             warnings.append(f"[route:{route.name}] upstream {route.upstream} ends in /{last}, which the {route.format} "
                             f"SDK already puts in every path (the provider would see /{last}/{last}/...); "
                             f"use upstream = {base}")
+    if settings.scanner.offline_model != "off" and settings.scanner.backend != "offline":
+        warnings.append(f"[scanner] offline_model = {settings.scanner.offline_model} is not used: it belongs to the "
+                        f"offline scanner, and backend = {settings.scanner.backend}")
     return warnings

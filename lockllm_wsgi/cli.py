@@ -114,6 +114,7 @@ def _scan(args: argparse.Namespace) -> int:
     print(json.dumps({
         "backend": settings.scanner.backend, "unsafe": unsafe, "safe_flag": verdict.safe, "score": verdict.score,
         "threshold": settings.policy.threshold, "label": verdict.label, "families": list(verdict.families),
+        "model_score": verdict.model_score,
         "scanner_request_id": verdict.scanner_request_id,
     }, indent=2))
     return 1 if unsafe else 0

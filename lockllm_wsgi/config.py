@@ -153,6 +153,19 @@ def _signals(text: str) -> tuple[str, ...]:
     return lines
 
 
+def _offline_model(text: str) -> str:
+    """`nanoguard` only where the model extra is installed: checked now, so start-up and check-config say how to
+    install it rather than the first scan failing."""
+    value = _one_of("off", "nanoguard")(text)
+    if value == "nanoguard":
+        from .classifier import missing_requirement
+
+        problem = missing_requirement()
+        if problem is not None:
+            raise ValueError(problem)
+    return value
+
+
 def _cache(text: str) -> str:
     return "off" if text.strip().lower() == "off" else _store(text)
 
@@ -229,6 +242,9 @@ class ScannerSettings:
     chunk: str = setting("", _one_of("on", "off", ""))
     offline_signals: tuple[str, ...] = setting((), _signals)
     offline_allow: tuple[str, ...] = setting((), _lines)
+    # The offline scanner's model stage (classifier/): `nanoguard` flags what the rules miss, at ~100 ms of CPU
+    # per 512-token window of every text not yet judged; needs the model extra.
+    offline_model: str = setting("off", _offline_model)
 
     @property
     def cache_path(self) -> str | None:

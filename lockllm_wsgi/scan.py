@@ -30,6 +30,7 @@ from werkzeug.http import parse_date
 
 from .config import ScannerSettings
 from .breaker import CircuitBreaker
+from .offline_scan import OfflineScanner
 from .verdict import ScannerUnavailable, Verdict, parse_block, parse_verdict
 from .verdict_cache import BackgroundWriter, UncachedSession, open_verdict_store
 
@@ -330,32 +331,8 @@ def _error_message(response: requests.Response) -> str:
         return "(no JSON error envelope)"
 
 
-class OfflineScanner:
-    """The in-process rule scanner behind the same interface: no network, so no cache, retries or deadline."""
-
-    def __init__(self, settings: ScannerSettings):
-        from .offline import OfflineDetector, parse_signal
-
-        self.detector = OfflineDetector(
-            extra_signals=[parse_signal(line) for line in settings.offline_signals],
-            allow_phrases=settings.offline_allow,
-        )
-        self.retries_total = 0
-
-    def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None) -> list[Verdict]:
-        verdicts = []
-        for text in texts:
-            detection = self.detector.detect(text)
-            # No safe flag: the policy threshold alone judges the score, as it does for the API's.
-            verdicts.append(Verdict(safe=None, score=detection.score, label="offline", families=detection.families))
-        return verdicts
-
-    def close(self) -> None:
-        """Nothing to release; here so both scanners share one interface."""
-
-
 def make_scanner(settings: ScannerSettings) -> LockLLMScanner | OfflineScanner:
-    """The scanner the settings name: the LockLLM API, or the in-process offline scanner."""
+    """The scanner the settings name: the LockLLM API, or the in-process offline scanner (its model loaded now)."""
     if settings.backend == "offline":
         return OfflineScanner(settings)
     return LockLLMScanner(settings)

@@ -42,6 +42,7 @@ class Verdict:
     scanner_request_id: str | None = None
     cached: bool = False
     families: tuple[str, ...] = ()  # the offline scanner's rule families
+    model_score: float | None = None  # the offline model's own injection probability, when it ran
     confidence: float | None = None  # of the injection label, 0..100
     scan_warning: bool = False  # LockLLM flagged injection but was asked to allow with a warning
     policy_warnings: int = 0  # custom policies violated

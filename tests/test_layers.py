@@ -12,12 +12,14 @@ import lockllm_wsgi
 PACKAGE = Path(lockllm_wsgi.__file__).parent
 # Bottom to top; a module may import from its own layer or any below. Sub-packages count as one module.
 LAYERS = [
-    {"refusal", "verdict", "normalize", "presets", "stores", "identity", "record", "files", "offline", "breaker"},
+    {"refusal", "verdict", "normalize", "presets", "stores", "identity", "record", "files", "offline", "breaker",
+     "classifier"},
     {"extract", "body"},
     {"redact"},
     {"formats"},
     {"config"},
-    {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides", "permissions", "advice"},
+    {"audit", "metrics", "relay", "verdict_cache", "ratelimit", "policy", "overrides", "permissions", "advice",
+     "offline_scan"},
     {"health", "scan", "proxy_headers", "output"},
     {"app", "apache_config", "express", "unavailable", "reload"},
     {"cli", "__init__", "wsgi"},

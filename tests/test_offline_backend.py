@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 
 import openai
 import pytest
 
 from lockllm_wsgi.config import ConfigError, load_settings
-from support.gateway import Gateway
+from support.gateway import Gateway, keyless_config
 
 COMPLETION = {"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [
     {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
-
-
-def keyless_config(tmp_path, upstream: str, scanner_lines: str = "") -> str:
-    path = tmp_path / "lockllm.ini"
-    path.write_text(textwrap.dedent(f"""\
-        [route:openai]
-        prefix = /openai
-        upstream = {upstream}
-        format = openai
-        """) + (f"[scanner]\n{scanner_lines}" if scanner_lines else ""))
-    return str(path)
 
 
 def test_without_a_key_the_offline_scanner_blocks_and_relays(tmp_path, provider, capfd):

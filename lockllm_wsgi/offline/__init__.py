@@ -1,7 +1,7 @@
 """Offline prompt-injection detector: weighted rules, in process, no network and no model.
 
 It scores a text 0..1 from general rule families (instruction override, persona jailbreaks, system-prompt
-extraction, fake delimiters, tool abuse, data exfiltration, code injection) and re-runs them on payloads hidden
+extraction, fake delimiters, tool abuse, data exfiltration, code injection, dictated output) and re-runs them on payloads hidden
 by base64, hex, percent-encoding, HTML entities or ROT13, on look-alike letters and on spaced-out words::
 
     detector = OfflineDetector(extra_signals=[parse_signal("0.9 custom_leak (?:reveal|print) the secret")])

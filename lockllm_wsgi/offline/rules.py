@@ -21,6 +21,7 @@ TOOL = "tool_abuse"
 EXFILTRATION = "data_exfiltration"
 CODE = "code_injection"
 ENCODED = "encoded_payload"
+OUTPUT = "output_hijack"
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ _CODE_BLOCK = (r"\b(?:following|below|subsequent|given|provided|this|these)\W+(?
                r"(?:code|snippet|script|block|excerpt|section|segment|fragment|payload)s?\b")
 _YOUR_WORK = (r"\byour\W+(?:\w+\W+){0,1}?(?:code|codebase|response|answer|output|reply|solution|algorithm|program"
               r"|implementation|script|logic|functionality|elucidation|explanation|project|application|app)\b")
+
+# Two closing brackets in a row, every order: where a template breakout can start.
+_CLOSERS = ("]]", "))", "}}", "])", ")]", "]}", "}]", ")}", "})")
 
 LATIN_RULES: tuple[Rule, ...] = (
     # --- instruction override: an imperative to drop what the model was told before.
@@ -371,6 +375,61 @@ LATIN_RULES: tuple[Rule, ...] = (
     _rule("code_loop", CODE, 0.25, r"\bwhile\s+true\s*:|\bwhile\s*\(\s*(?:true|1)\s*\)", ("while",), gate="insert_code"),
     _rule("code_shell_exec", CODE, 0.2, r"\bsubprocess\b|os\.system\(|\bpopen\(|shell\s*=\s*true|\beval\(|\bexec\(",
           ("subprocess", "system", "popen", "shell", "eval", "exec"), gate="insert_code"),
+    # --- intent rules (issue 17), written from what attacks want rather than from dev phrasings: ask for a
+    # secret the prompt guards, have the model restate its own instructions, declare them void, swap the task for
+    # another, lift a safeguard inside a fiction, dictate the exact output, break out of a template.
+    _rule("reveal_guarded_secret", EXTRACTION, 0.55,
+          r"\b(?:reveal|print|tell|give|say|output|share|disclose|spell|write|type|repeat|leak|show|reply|respond|"
+          r"answer)\w*\W+"
+          r"(?:(?:me|us|only|out|with|back)\W+){0,2}(?:the|your)\W+(?:\w+\W+){0,2}?"
+          r"(?:password|passphrase|passcode|pass\W+phrase|secret\W+(?:word|key|code|phrase)|access\W+code|"
+          r"phrase\W+that\W+(?:grants|gives|unlocks)|(?:api|secret|stored|private)\W+keys?)\b"
+          r"(?!\W+(?:policy|policies|requirements?|rules|reset|manager|strength|field|hash))",
+          ("password", "passphrase", "passcode", "pass phrase", "secret", "access code", "grants", "gives", "unlocks",
+           "key"), imperative=True),
+    _rule("restate_own_instructions", EXTRACTION, 0.6,
+          r"\b(?:rewrite|translate|summari[sz]e|paraphrase|encode|convert|turn|list|repeat|recite|respond\W+with|"
+          r"reply\W+with|answer\W+with|print|output|spell\W+out|write\W+out|write\W+down|tell\W+me)\w*\W+"
+          r"(?:(?:me|us|all|of|every|each)\W+){0,3}(?:your\W+(?:\w+\W+)?(?:instructions|rules|guidelines|directives|"
+          r"system\W+prompt|prompt)\b|(?:the\W+|all\W+|every\W+|each\W+)(?:\w+\W+)?(?:instructions?|rules|guidelines|"
+          r"directives)\W+(?:that\W+)?you\W+(?:have\W+been|were|got|received)\W+(?:\w+\W+)?given\b)",
+          ("instruction", "rules", "guideline", "directive", "prompt"), imperative=True,
+          anchors=("rewrite", "translate", "summari", "paraphrase", "encode", "convert", "turn", "list", "repeat",
+                   "recite", "respond", "reply", "answer", "print", "output", "spell", "write", "tell")),
+    _rule("instructions_declared_void", OVERRIDE, 0.55,
+          r"\b(?:previous|prior|above|earlier|old|original|initial|system|preceding|former|all|your|out\W+of\W+date)"
+          r"\w*\W+(?:\w+\W+){0,2}?(?:instructions|rules|directions|guidelines|prompts?|orders)\W+(?:above\W+|so\W+far\W+)?"
+          r"(?:are|were|is|have\W+been)\W+(?:now\W+|all\W+)?(?:false|void|invalid|obsolete|outdated|out\W+of\W+date|"
+          r"cancell?ed|revoked|null|fake|expired|superseded|no\W+longer\W+(?:valid|apply|applicable|in\W+effect))\b",
+          ("instruction", "rules", "direction", "guideline", "prompt", "orders"),
+          anchors=("previous", "prior", "above", "earlier", "old", "original", "initial", "system", "preceding",
+                   "former", "all", "your", "out")),
+    _rule("drop_the_task_for_another", OVERRIDE, 0.6,
+          r"\b(?:ignore|disregard|skip)\w*\W+(?:the\W+|this\W+|that\W+|any\W+|all\W+)?(?:\w+\W+)?"
+          r"(?:image|picture|photo|document|text|content|email|page|file|input|question|data|article|message|task)s?"
+          r"\W+(?:\w+\W+){0,3}?(?:and|then|instead|but)\W+(?:\w+\W+){0,2}?"
+          r"(?:write|say|print|output|respond|reply|tell|answer|type|send|reveal)\b",
+          ("ignor", "disregard", "skip"), imperative=True, anchors=("ignor", "disregard", "skip")),
+    # Weak alone: operators' own system prompts say "if X, do not answer; instead tell them Y".
+    _rule("conditional_task_swap", OVERRIDE, 0.35,
+          r"\bif\W+(?:\w+\W+){0,6}?(?:do\W+not|don'?t|never)\W+(?:translate|summari[sz]e|answer|process|reply|respond|"
+          r"classify|analy[sz]e|follow|correct)\w*\W+(?:\w+\W+){0,4}?(?:(?:instead|rather)\W+(?:\w+\W+){0,2}?)?"
+          r"(?:print|say|output|write|reply|respond|reveal|send|tell|give|return)\b", ("if",), anchors=("if",)),
+    _rule("safeguard_lifted_in_fiction", JAILBREAK, 0.55,
+          r"\b(?:pretend|imagine|suppose|assume|act\W+as\W+if|let'?s\W+say)\W+(?:\w+\W+){0,8}?"
+          r"(?:personal\W+(?:data|information)|privacy(?:\W+laws?)?|private\W+(?:data|information)|confidential\w*|"
+          r"data\W+protection|gdpr)\W+(?:\w+\W+){0,3}?(?:is|are|was|were|has|have|does|do)\W+(?:\w+\W+)?"
+          r"(?:public|legal|allowed|abolished|gone|void|irrelevant|expired|lifted|(?:not|no\W+longer)\W+"
+          r"(?:exist|apply|matter|protected|private))\b",
+          ("pretend", "imagine", "suppose", "assume", "as if", "say"),
+          anchors=("pretend", "imagine", "suppose", "assume", "act", "let")),
+    # Weak alone: "answer only with JSON" is an ordinary instruction; with other evidence it tips the score.
+    _rule("dictated_output", OUTPUT, 0.3,
+          r"\b(?:reply|respond|answer|output|say|print|write|type)\w*\W+(?:\w+\W+){0,2}?(?:only|nothing\W+but|"
+          r"exactly)\W+(?:with\W+)?(?:the\W+(?:word|phrase|sentence|text|string|password|code)\b|[\"“'])",
+          ("only", "nothing but", "exactly"),
+          anchors=("reply", "respond", "answer", "output", "say", "print", "write", "type")),
+    _rule("template_breakout", DELIMITER, 0.3, r"[\])}]{2}(?:\s*[\])}]){6,}", _CLOSERS, anchors=_CLOSERS),
     # --- encoded payloads: asking the model to decode something and act on it.
     _rule("decode_and_follow", ENCODED, 0.55,
           r"\b(?:decode|decipher|decrypt|translate|convert)\w*\W+(?:\w+\W+){0,6}?(?:and|then)\W+(?:\w+\W+){0,2}?"

@@ -30,6 +30,17 @@ def write_config(folder, scanner_url: str, upstream: str, extra: str = "", scann
     return str(path)
 
 
+def keyless_config(tmp_path, upstream: str, scanner_lines: str = "") -> str:
+    path = tmp_path / "lockllm.ini"
+    path.write_text(textwrap.dedent(f"""\
+        [route:openai]
+        prefix = /openai
+        upstream = {upstream}
+        format = openai
+        """) + (f"[scanner]\n{scanner_lines}" if scanner_lines else ""))
+    return str(path)
+
+
 class Gateway:
     """The app served by a threaded werkzeug server on a loopback port; close() stops it within POLL_SECONDS."""
 
