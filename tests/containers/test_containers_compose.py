@@ -28,9 +28,8 @@ from support.fakes import ATTACK, COMPLETION, FakeServer, scanner_verdict
 from support.gateway import write_config
 
 MISSING = missing_container_tools()
-# One worker runs them all (setup.cfg's --dist loadgroup): one image build and one compose project per run.
-pytestmark = [pytest.mark.containers, pytest.mark.xdist_group("containers"),
-              pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
+# One worker runs them all (setup.cfg's --dist loadscope): one image build and one compose project per run.
+pytestmark = [pytest.mark.containers, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
 
 # How the containers reach this machine: podman names the host's address on each bridge network so.
 HOST_FROM_CONTAINERS = "host.containers.internal"

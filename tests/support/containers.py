@@ -96,7 +96,11 @@ class Compose:
                    env=self.env)
 
     def __enter__(self) -> Compose:
-        self.compose("up", "-d")
+        try:
+            self.compose("up", "-d")
+        except BaseException:
+            self.compose("down")  # what `up` created before it failed
+            raise
         return self
 
     def __exit__(self, *_exc) -> None:
