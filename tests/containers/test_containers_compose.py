@@ -28,7 +28,7 @@ from support.fakes import ATTACK, COMPLETION, FakeServer, scanner_verdict
 from support.gateway import write_config
 
 MISSING = missing_container_tools()
-# One worker runs them all (setup.cfg's --dist loadscope): one image build and one compose project per run.
+# Not in the default run (setup.cfg): `pytest -m containers -n 0`, one process, one image build, one compose project.
 pytestmark = [pytest.mark.containers, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
 
 # How the containers reach this machine: podman names the host's address on each bridge network so.
