@@ -39,10 +39,11 @@ def scans(server: HTTPServer) -> list[dict]:
 
 
 class FakeServer(HTTPServer):
-    """pytest-httpserver on a loopback port whose stop() returns within POLL_SECONDS, not 0.5 s."""
+    """pytest-httpserver on a loopback port (or `host`: containers reach the machine through its bridge address)
+    whose stop() returns within POLL_SECONDS, not 0.5 s."""
 
-    def __init__(self) -> None:
-        super().__init__(host="127.0.0.1", port=0, threaded=True)
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host=host, port=0, threaded=True)
 
     def thread_target(self) -> None:
         assert self.server is not None
