@@ -12,7 +12,8 @@ failure opens it for another cool-down. Cached verdicts keep being served while 
 
 Not for rate limits (a 429 to the end of the retries is the clients' volume, handled by the scan client), input
 the scanner refuses, or a refused key or spent credit (fast, and named to the client): those neither open nor
-close it.
+close it. Nor can one request open it: its texts' failures count once (with fail_mode = open, a request of many
+texts whose own scans time out would otherwise open the breaker and have the rest of itself relayed unscanned).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class CircuitBreaker:
         self._clock = clock
         self._lock = threading.Lock()
         self._consecutive = 0
+        self._counted: set[object] = set()  # the requests whose failure is in the count: each counts once
         self._open_until: Optional[float] = None
         self._probing = False
 
@@ -74,15 +76,22 @@ class CircuitBreaker:
         with self._lock:
             recovered = self._open_until is not None
             self._consecutive, self._open_until, self._probing = 0, None, False
+            self._counted.clear()
         if recovered:
             log.warning(json.dumps({"event": "scanner_circuit_closed"}))
 
-    def failed(self, problem: str) -> None:
+    def failed(self, problem: str, request: object = None) -> None:
+        """A failed scan of `request` (any hashable naming it; None: a request of its own)."""
         with self._lock:
+            if request is not None and request in self._counted and not self._probing:
+                return
+            if request is not None:
+                self._counted.add(request)
             self._consecutive += 1
             opening = self._probing or (self._open_until is None and self._consecutive >= self.failures)
             if opening:
                 self._open_until, self._probing = self._clock() + self.cool_down, False
+                self._counted.clear()
         if opening:
             log.warning(json.dumps({"event": "scanner_circuit_open", "consecutive_failures": self._consecutive,
                                     "cool_down_seconds": self.cool_down, "problem": problem}))
@@ -97,7 +106,8 @@ class CircuitBreaker:
               budget: float) -> Callable[..., Verdict]:
         """`scan(text, deadline, *rest)` behind the breaker: while it is open, `cached(text, *rest)` answers if it
         can, else ScannerUnavailable at once. `budget` is the scan deadline of a whole request, in seconds
-        (COUNTED_TEXT_CHARS says why)."""
+        (COUNTED_TEXT_CHARS says why). The texts of one request share its `deadline`, which names the request
+        here, so its failures count once."""
 
         def guarded(text: str, deadline: float, *rest: object) -> Verdict:
             if not self.allow():
@@ -114,11 +124,11 @@ class CircuitBreaker:
                 if problem.caused_by_request or getattr(problem, "account", None) or not counted:
                     self.released()
                 else:
-                    self.failed(str(problem))
+                    self.failed(str(problem), deadline)
                 raise
             except BaseException as error:
                 if counted:
-                    self.failed(type(error).__name__)
+                    self.failed(type(error).__name__, deadline)
                 else:
                     self.released()
                 raise

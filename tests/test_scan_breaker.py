@@ -22,6 +22,7 @@ SAFE = Verdict(safe=True, score=0.01)
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
+        self.requests = 0  # calls made through call(), each a request of its own
 
     def __call__(self) -> float:
         return self.now
@@ -35,9 +36,11 @@ def guarded(breaker: CircuitBreaker, scan=failing, cached=lambda text: None):
     return breaker.guard(scan, cached, budget=5.0)
 
 
-def call(scan, clock: Clock, text: str = "hello") -> Verdict | str:
+def call(scan, clock: Clock, text: str = "hello", deadline: float | None = None) -> Verdict | str:
+    """One scan, by default as a request of its own (a deadline no other call has: it names the request)."""
+    clock.requests += 1
     try:
-        return scan(text, clock() + 5.0)
+        return scan(text, deadline if deadline is not None else clock() + 5.0 + clock.requests * 1e-6)
     except ScannerUnavailable as problem:
         return str(problem)
 
@@ -108,6 +111,21 @@ def test_long_texts_and_late_starts_are_not_counted():
     except ScannerUnavailable:
         pass
     assert breaker.state == "closed"
+
+
+def test_one_request_cannot_open_it_however_many_of_its_texts_fail():
+    """With fail_mode = open, a request whose own many scans time out must not open the breaker and have the
+    rest of itself relayed unscanned: its failures count once."""
+    clock = Clock()
+    breaker = CircuitBreaker(failures=3, clock=clock)
+    scan_piece = guarded(breaker)
+    one_request = clock() + 5.0
+    for number in range(10):
+        call(scan_piece, clock, f"text {number}", deadline=one_request)
+    assert breaker.state == "closed"
+    call(scan_piece, clock)
+    call(scan_piece, clock)
+    assert breaker.state == "open"  # three requests failing: the scanner's trouble, not one client's
 
 
 def test_a_cached_verdict_is_served_while_open():
