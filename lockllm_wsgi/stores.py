@@ -87,6 +87,10 @@ class ThreadConnections:
         for _thread, connection in pairs:
             connection.close()
 
+    # An owner dropped without close() (an app a test built and let go) still closes them, as requests-cache's
+    # own SQLite connection does.
+    __del__ = close
+
 
 def redis_client(url: str) -> "redis.Redis":
     """A Redis client that gives up quickly: a slow Redis must cost a miss, not a slow request."""

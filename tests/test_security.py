@@ -64,6 +64,7 @@ def test_a_tampered_cache_entry_is_a_miss(make_gateway, scanner, provider, tmp_p
     assert gateway.app.scanner.flush()
     with sqlite3.connect(tmp_path / "v.sqlite") as db:
         db.execute("UPDATE responses SET value = ?", (b"\x80\x04cos\nsystem\n(S'touch /tmp/pwned'\ntR.",))
+    db.close()  # the with block commits; it does not close
     # A fresh process (no verdicts in memory) reads the tampered entry from the file.
     fresh = make_gateway(scanner_extra=f"cache = sqlite:///{tmp_path}/v.sqlite\n")
     response = Client(fresh.app).post("/openai/v1/chat/completions", data=body, content_type="application/json")
