@@ -168,23 +168,28 @@ class LockLLMScanner:
             while len(self._memo) > DEFAULT_MEMO_ENTRIES:
                 self._memo.popitem(last=False)
 
-    def _submit(self, piece: str, deadline: float, asked: dict[str, str]) -> Future:
-        remembered = self._recall(piece, asked)
-        if remembered is None:
-            return self._pool.submit(self._scan_guarded, piece, deadline, asked)
-        done: Future = Future()
-        done.set_result(remembered)
-        return done
-
     def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None) -> list[Verdict]:
         """One verdict per text, in order; raises ScannerUnavailable if any text cannot be judged in time.
         `settings` are this request's, when a client's X-LockLLM-* headers changed what LockLLM checks."""
         asked = self._asked if settings is None or settings is self.settings else scan_headers(settings)
-        # A text repeated within the request (a resent tool result, the same file twice) is scanned once.
-        submitted: dict[str, Future] = {}
-        jobs = [[submitted.get(piece) or submitted.setdefault(piece, self._submit(piece, deadline, asked))
-                 for piece in pieces(text)] for text in texts]
-        futures = list(submitted.values())
+        jobs = [pieces(text) for text in texts]
+        # A text repeated within the request (a resent tool result, the same file twice) is scanned once, and one
+        # this process judged before is taken from memory at once: only the others go to the pool.
+        judged: dict[str, Verdict | Future] = {}
+        for piece in (piece for job in jobs for piece in job):
+            if piece not in judged:
+                remembered = self._recall(piece, asked)
+                judged[piece] = (remembered if remembered is not None
+                                 else self._pool.submit(self._scan_guarded, piece, deadline, asked))
+        futures = [value for value in judged.values() if isinstance(value, Future)]
+        if futures:
+            self._wait(futures, deadline)
+        verdicts = {piece: value.result() if isinstance(value, Future) else value for piece, value in judged.items()}
+        return [Verdict.worst([verdicts[piece] for piece in job]) for job in jobs]
+
+    def _wait(self, futures: list[Future], deadline: float) -> None:
+        """Returns when every scan call has its verdict; raises ScannerUnavailable when one failed or the deadline
+        came first (the calls not yet started are cancelled)."""
         fresh = sum(not future.done() for future in futures)
         done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
         queued = any([future.cancel() for future in pending]) or fresh > self.workers
@@ -200,7 +205,6 @@ class LockLLMScanner:
         if failure is not None:
             # A fault below (a library's unexpected exception) still means "no verdict", never an unhandled error.
             raise ScannerUnavailable(f"scan failed: {type(failure).__name__}") from failure
-        return [Verdict.worst([future.result() for future in job]) for job in jobs]
 
     def _request(self, text: str, asked: dict[str, str]) -> tuple[bytes, dict[str, str]]:
         """The scan call's body and headers; the body is encoded once: its bytes are both what is sent and part of

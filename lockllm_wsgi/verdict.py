@@ -67,6 +67,8 @@ class Verdict:
     def worst(verdicts: Sequence["Verdict"]) -> "Verdict":
         """One verdict for a text scanned in pieces: the most dangerous piece speaks for the whole text, and no
         piece's finding is lost."""
+        if len(verdicts) == 1:  # the usual case: a text short enough for one scan call speaks for itself
+            return verdicts[0]
         worst = max(verdicts, key=lambda v: (v.blocked is not None, v.safe is False, bool(v.findings),
                                              v.score if v.score is not None else -1.0))
         return replace(
