@@ -64,7 +64,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScannerHandler(_Quiet):
-    """LockLLM's scan API, played: always safe; counts calls and characters; GET /stats, POST /reset."""
+    """LockLLM's scan API, played: always safe; counts calls and characters; GET /stats, POST /reset, and
+    POST /delay {"ms": N} to change how long it takes to answer."""
 
     lock = threading.Lock()
     calls = 0
@@ -81,12 +82,15 @@ class ScannerHandler(_Quiet):
             with self.lock:
                 ScannerHandler.calls = ScannerHandler.chars = 0
             return self._json({})
+        if self.path == "/delay":
+            ScannerHandler.delay = float(json.loads(body)["ms"]) / 1000
+            return self._json({})
         text = json.loads(body)["input"]
         with self.lock:
             ScannerHandler.calls += 1
             ScannerHandler.chars += len(text)
-        if self.delay:
-            time.sleep(self.delay)
+        if ScannerHandler.delay:
+            time.sleep(ScannerHandler.delay)
         self._json({"safe": True, "injection": 2, "request_id": "x"})  # percent; see docs note
 
 
@@ -334,6 +338,10 @@ class Stack:
 
     def scanner_reset(self) -> None:
         post(self.scanner_url + "/reset", b"{}")
+
+    def scanner_delay(self, ms: float) -> None:
+        """From now on the fake scanner answers after `ms` milliseconds."""
+        post(self.scanner_url + "/delay", json.dumps({"ms": ms}).encode())
 
 
 # --- clients -----------------------------------------------------------------------------------------------
