@@ -3,7 +3,8 @@
 Scans a realistic 4,000-character prompt and a 4,000-character attack, then benign and adversarial inputs of
 1k, 10k and 100k characters; the "us/kchar" column stays flat when the cost is linear. `--model` measures the
 model stage instead (the model extra must be installed): its load, the memory of a process holding it, the time per
-4,000-character text (windows included) and the fresh texts a process judges per second::
+4,000-character text (windows included) beside its floor (what the windows' matrix products cost at this
+machine's own float32 rate), and the fresh texts a process judges per second::
 
     python benchmarks/offline_speed.py
     python benchmarks/offline_speed.py --repeat 50
@@ -78,6 +79,33 @@ def memory_mib(field: str) -> float:
     return int(line.split()[1]) / 1024
 
 
+def window_flops(network) -> float:
+    """Floating-point operations of one 512-token window: per layer the q/k/v, output and two MLP products, and
+    attention's two (queries x keys, weights x values); the embedding look-up and norms are negligible."""
+    length, width = network.length, network.heads * network.head_dim
+    per_layer = sum(2 * length * matrix.shape[0] * matrix.shape[1] for matrix in network.layers[0])
+    return len(network.layers) * (per_layer + 4 * length * length * width)
+
+
+def window_floor(network, windows: int) -> None:
+    """The floor the texts above are compared to: this machine's float32 matrix-product rate on one core (the
+    BLAS is limited to one thread, as in a daemon), and what one window and a text's `windows` cost at that rate
+    with both cores busy."""
+    import numpy as np
+
+    left = np.random.rand(network.length, network.layers[0][2].shape[0]).astype(np.float32)
+    right = network.layers[0][2]
+    left @ right
+    begin, rounds = time.perf_counter(), 50
+    for _ in range(rounds):
+        left @ right
+    rate = 2 * left.shape[0] * right.shape[0] * right.shape[1] * rounds / (time.perf_counter() - begin)
+    flops = window_flops(network)
+    print(f"floor: one window is {flops / 1e9:.1f} GFLOP; this core's float32 matrix product runs at "
+          f"{rate / 1e9:.0f} GFLOP/s: a window takes at least {flops / rate * 1e3:.0f} ms of one core, a "
+          f"4,000-character text of {windows} windows at least {windows * flops / rate / 2 * 1e3:.0f} ms on two cores")
+
+
 def model_figures(repeat: int) -> None:
     """Load, memory, latency per 4,000-character text and fresh texts per second with the model stage on."""
     import threading
@@ -104,6 +132,7 @@ def model_figures(repeat: int) -> None:
         print(f"{name:<24} {tokens:>7} {len(model.windows(text)):>8} {min(timings) * 1e3:>8.0f} "
               f"{sum(timings) / repeat * 1e3:>8.0f} {min(cpu) * 1e3:>8.0f} {verdict.score:>7.3f}")
     print(f"peak resident memory of this process (a daemon holds the same): {memory_mib('VmHWM'):.0f} MiB")
+    window_floor(model.network, len(model.windows(CASES["benign prose"](DEFAULT_PROMPT_CHARS))))
 
     print("\nfresh one-line prompts judged per second by one process (one window each)")
     for clients in (1, 4):
