@@ -209,6 +209,15 @@ class Served:
                     pids.append(child)
         return pids
 
+    def daemon_cpu_seconds(self) -> float:
+        """User plus system CPU time the mod_wsgi daemon processes have used so far."""
+        total = 0
+        for pid in self.daemon_pids():
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        return total / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             if self.mode == "express":
