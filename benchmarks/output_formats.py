@@ -55,7 +55,8 @@ def enforce(wire, data: list[bytes], scanner: InstantScanner) -> None:
     fmt, path = FORMATS[wire.route], wire.stream_path or wire.path
     judge = Judge(scanner, OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
     for _ in EnforcedStream(iter(data), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path), judge,
-                            Outcome(), OutputSettings().holdback_chars, False, lambda code, message: (None, b"")):
+                            Outcome(), OutputSettings().holdback_chars, False, lambda code, message: (None, b""),
+                            fmt.stream_cut_ending(path)):
         pass
 
 

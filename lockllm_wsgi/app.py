@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 import time
+from dataclasses import replace
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from urllib.parse import quote
@@ -293,16 +294,19 @@ class GatewayApp:
         upstream_has_id = any(name.lower() == "x-request-id" for name, _ in headers_out)
         headers_out += [header for header in self._gateway_headers(record)
                         if not (upstream_has_id and header[0] == "X-Request-Id")]
-        answer, finish = (self._guard(fmt, path, status, headers_out, upstream_body, record) if guarding
+        answer, finish = (self._guard(fmt, path, status, headers_out, upstream_body, record,
+                                      _server_drops_connections(environ)) if guarding
                           else (upstream_body, self._finish))
         self.counters.add(record.decision)
         start_response(f"{status} {reason or 'Upstream'}", headers_out)
         return _LoggedBody(answer, record, started, finish)
 
     def _guard(self, fmt: WireFormat, path: str, status: int, headers_out: list[tuple[str, str]], body: UpstreamBody,
-               record: RequestRecord) -> tuple[Iterable[bytes], Callable[[RequestRecord], None]]:
+               record: RequestRecord, drops_connections: bool
+               ) -> tuple[Iterable[bytes], Callable[[RequestRecord], None]]:
         """The output guard (output.py): the answer as it is relayed, and what finishes the request after it.
-        Raises the refusal of an unsafe plain answer in enforce mode."""
+        Raises the refusal of an unsafe plain answer in enforce mode. `drops_connections`: whether the server
+        can end a cut stream without its terminating chunk, for formats whose SDK needs that to raise."""
         settings = self.settings.output
         if not 200 <= status < 300:
             return body, self._finish  # the provider's own error: no model text
@@ -344,8 +348,11 @@ class GatewayApp:
                 refusal = Refusal(503 if code == "scanner_unavailable" else settings.block_status, code, message)
                 return fmt.stream_error(path, refusal, record.request_id)
 
+            ending = fmt.stream_cut_ending(path)
+            if not drops_connections:  # raising would only log an error: the stream ends cleanly all the same
+                ending = replace(ending, drop_connection=False)
             enforced = EnforcedStream(body, framing, fmt.stream_reader(path), judge, outcome,
-                                      settings.holdback_chars, fail_open, error)
+                                      settings.holdback_chars, fail_open, error, ending)
             return enforced, lambda done: (_record_outcome(done, outcome), self._finish(done))[-1]
         raw = b""
         try:
@@ -394,6 +401,14 @@ class GatewayApp:
         if record.proxy_headers:
             return ids + list(record.proxy_headers)
         return ids + [("X-LockLLM-Scanned", "false"), ("X-LockLLM-Safe", "unknown")]
+
+
+def _server_drops_connections(environ: WSGIEnvironment) -> bool:
+    """Whether an exception from the response iterable ends the response without its terminating chunk, as
+    werkzeug's server and mod_wsgi's embedded mode do. mod_wsgi's daemon mode (the shipped configuration and
+    mod_wsgi-express) does not: its Apache child ends the chunked body cleanly whatever the daemon process does, and
+    mod_wsgi logs the exception as an error (measured with mod_wsgi 6.1.1, see docs/formats.md)."""
+    return not environ.get("mod_wsgi.process_group")
 
 
 def _record_outcome(record: RequestRecord, outcome: Outcome, flag_only: bool = False) -> None:

@@ -17,7 +17,8 @@ mode and refuses the call in enforce mode::
 
     judge = Judge(scanner, settings, system_texts=("You are ...",))
     framing = fmt.stream_framing(path, "text/event-stream")
-    body = EnforcedStream(upstream_body, framing, fmt.stream_reader(path), judge, outcome, 300, False, error)
+    body = EnforcedStream(upstream_body, framing, fmt.stream_reader(path), judge, outcome, 300, False, error,
+                          fmt.stream_cut_ending(path))
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from .config import OutputSettings, ScannerSettings
 from .formats.answers import Framing, Piece, StreamReader, json_or_none, unreadable
 from .normalize import collapse_whitespace, scan_copy
 from .policy import unsafe_reasons_for
 from .verdict import ScannerUnavailable
+
+if TYPE_CHECKING:
+    from .formats.answers import CutEnding
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +218,21 @@ def judge_later(work: Callable[[], None]) -> None:
     _audit_pool.submit(work)
 
 
+class StreamCut(ConnectionAbortedError):
+    """Raised to the WSGI server after a cut stream's error event where the format's SDK raises only on a broken
+    stream (CutEnding.drop_connection): the server ends the response without its terminating chunk. A
+    ConnectionError, which servers such as werkzeug's treat as a dropped connection rather than an app failure."""
+
+
 class EnforcedStream:
     """A streamed answer relayed event by event once judged: at most `holdback_chars` of unjudged text is held;
     on a finding (or a scanner outage with fail_mode = closed) the upstream is closed and the stream ends with
-    the provider's own mid-stream error, `error(code, message)` -> (name, payload), in the stream's framing. No
-    end marker is ever invented."""
+    the provider's own mid-stream error, `error(code, message)` -> (name, payload), in the stream's framing, then
+    what the format's SDK needs to raise on it (`ending`: formats/answers.py). No end marker is ever invented."""
 
     def __init__(self, body: Any, framing: Framing, reader: StreamReader, judge: Judge, outcome: Outcome,
-                 holdback_chars: int, fail_open: bool, error: Callable[[str, str], tuple[str | None, bytes]]):
+                 holdback_chars: int, fail_open: bool, error: Callable[[str, str], tuple[str | None, bytes]],
+                 ending: CutEnding):
         self._body = body
         self._framing = framing
         self._reader = reader
@@ -230,6 +241,7 @@ class EnforcedStream:
         self._holdback = holdback_chars
         self._fail_open = fail_open
         self._error = error
+        self._ending = ending
         self._pending: dict[str, str] = {}
         self._tails: dict[str, str] = {}
         self._judging = True  # False after a fail-open: the rest is relayed unjudged
@@ -305,7 +317,10 @@ class EnforcedStream:
         else:
             error = self._error(OUTPUT_BLOCKED, "The model's answer was stopped by the gateway's output guard ("
                                 f"{', '.join(self._outcome.findings)}); the part already sent had been judged safe.")
-        yield self._framing.error_event(*error, opened=self._opened)
+        yield self._framing.error_event(*error, opened=self._opened) + self._ending.trailer
+        if self._ending.drop_connection:
+            raise StreamCut("the output guard cut this stream after its error event and drops the connection on "
+                            "purpose, so that the client's SDK raises")
 
     def close(self) -> None:
         close = getattr(self._body, "close", None)

@@ -6,6 +6,7 @@ plain answer is refused with a status the SDK does not retry; audit mode relays 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from contextlib import closing
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any, Callable, Iterator
 import anthropic
 import boto3
 import cohere
+from cohere.core.http_sse import SSEError
 from cohere.errors import UnprocessableEntityError
 import httpx
 import openai
@@ -23,9 +25,11 @@ from botocore.exceptions import ClientError, EventStreamError
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
+from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
 from lockllm_wsgi.formats.bedrock import CREDENTIALS
+from lockllm_wsgi.formats.cohere import SDK_MAX_LINE_CHARS
 from support.answer_streams import BEDROCK_CLAUDE, BEDROCK_MODEL, GEMINI_MODEL, SYSTEM, WIRES, Wire
 from support.fakes import ATTACK
 
@@ -53,6 +57,9 @@ class Sdk:
     cut: type[BaseException]  # raised mid-iteration on the gateway's error event
     refused: type[BaseException]  # raised on a refused plain answer
     code: Callable[[Any], str]  # the refusal's code, read from what the SDK raised
+    # Whether what the SDK raises on a cut says why. The cohere SDK raises a transport error after yielding the
+    # error event that says why (test_a_cohere_caller_reads_why_its_stream_was_cut_then_the_sdk_raises).
+    cut_says_why: bool = True
 
 
 def _openai(gateway, wire: Wire) -> openai.OpenAI:
@@ -86,27 +93,20 @@ def _genai_plain(gateway, wire: Wire) -> str:
         return client.models.generate_content(model=GEMINI_MODEL, contents="hi").text
 
 
-class CohereCut(Exception):
-    """What a cohere caller raises on a stream that ends with finish_reason ERROR: the SDK itself raises on no
-    in-band event, so callers check the finish reason, as Cohere documents."""
+def _cohere_events(gateway, wire: Wire) -> Iterator[Any]:
+    """Every event the cohere SDK yields for the wire's stream (v1 or v2 client by the wire's path)."""
+    client = (cohere.Client if wire.path.startswith("/v1/") else cohere.ClientV2)(
+        api_key="co-test", base_url=f"{gateway.url}/{wire.route}", timeout=10)
+    yield from client.chat_stream(**wire.request)
 
 
 def _cohere_v2_stream(gateway, wire: Wire) -> Iterator[str]:
-    client = cohere.ClientV2(api_key="co-test", base_url=f"{gateway.url}/{wire.route}", timeout=10)
-    for event in client.chat_stream(**wire.request):
-        if event.type == "content-delta":
-            yield event.delta.message.content.text
-        elif event.type == "message-end" and event.delta.finish_reason == "ERROR":
-            raise CohereCut(event.delta.error)
+    return (event.delta.message.content.text for event in _cohere_events(gateway, wire)
+            if event.type == "content-delta")
 
 
 def _cohere_v1_stream(gateway, wire: Wire) -> Iterator[str]:
-    client = cohere.Client(api_key="co-test", base_url=f"{gateway.url}/{wire.route}", timeout=10)
-    for event in client.chat_stream(**wire.request):
-        if event.event_type == "text-generation":
-            yield event.text
-        elif event.event_type == "stream-end" and event.finish_reason == "ERROR":
-            raise CohereCut(event.error)
+    return (event.text for event in _cohere_events(gateway, wire) if event.event_type == "text-generation")
 
 
 def _bedrock(gateway, wire: Wire):
@@ -178,12 +178,12 @@ SDKS = {
         stream=_cohere_v2_stream,
         plain=lambda gateway, wire: cohere.ClientV2(api_key="co-test", base_url=f"{gateway.url}/{wire.route}",
                                                     timeout=10).chat(**wire.request).message.content[0].text,
-        cut=CohereCut, refused=UnprocessableEntityError, code=_cohere_code),
+        cut=SSEError, refused=UnprocessableEntityError, code=_cohere_code, cut_says_why=False),
     "cohere-v1": Sdk(
         stream=_cohere_v1_stream,
         plain=lambda gateway, wire: cohere.Client(api_key="co-test", base_url=f"{gateway.url}/{wire.route}",
                                                   timeout=10).chat(**wire.request).text,
-        cut=CohereCut, refused=UnprocessableEntityError, code=_cohere_code),
+        cut=httpx.RemoteProtocolError, refused=UnprocessableEntityError, code=_cohere_code, cut_says_why=False),
     "bedrock-converse": Sdk(
         stream=_converse_stream,
         plain=_converse_plain,
@@ -217,11 +217,21 @@ def gateway_for(make_gateway, wire: Wire, extra: str):
     return make_gateway(extra=extra, routes={wire.route: wire.route_keys} if wire.route != "openai" else None)
 
 
-def raw_stream(gateway, wire: Wire) -> bytes:
-    """The bytes a client receives for the wire's streamed request."""
+def raw_stream(gateway, wire: Wire, dropped: bool = False) -> bytes:
+    """The bytes a client receives for the wire's streamed request; `dropped`: the connection must drop before the
+    chunked body's end (a cut cohere v1 stream), else the body must end cleanly."""
     url = f"{gateway.url}/{wire.route}{wire.stream_path or wire.path}{wire.stream_query}"
-    with httpx.Client(timeout=10) as http:
-        return http.post(url, json=wire.stream_request(), headers={"Authorization": "Bearer sk-test"}).content
+    received = []
+    with httpx.Client(timeout=10) as http, http.stream("POST", url, json=wire.stream_request(),
+                                                        headers={"Authorization": "Bearer sk-test"}) as answer:
+        try:
+            received += answer.iter_raw()
+        except httpx.RemoteProtocolError:
+            if not dropped:
+                raise
+        else:
+            assert not dropped, "the body ended cleanly"
+    return b"".join(received)
 
 
 @pytest.mark.parametrize("wire", WIRE_ROWS)
@@ -259,7 +269,7 @@ def test_an_unsafe_stream_makes_the_sdk_raise_mid_iteration_with_nothing_unsafe_
         for text in sdk.stream(gateway, wire):
             seen.append(text)
     assert "".join(seen) == SAFE  # the judged part arrived; nothing of what followed it
-    assert "output guard" in str(cut.value)
+    assert "output guard" in str(cut.value) or not sdk.cut_says_why
     assert len(provider.log) == 1
 
 
@@ -285,7 +295,7 @@ def test_a_safe_plain_answer_is_relayed_in_enforce_mode(wire, sdk, make_gateway,
 def test_a_cut_stream_ends_with_the_error_event_and_no_invented_end_marker(wire, make_gateway, provider):
     events = wire.events([SAFE, "Now: ", ATTACK, " the end"])
     serve(provider, wire, stream=events)
-    received = raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire)
+    received = raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire, dropped=wire.name == "cohere-v1")
     assert received.startswith(events[0]) and events[-1] not in received
     assert ATTACK.encode() not in received and b"output guard" in received
 
@@ -296,3 +306,57 @@ def test_a_cut_json_array_stream_is_still_one_json_array_ending_with_the_error(m
     elements = json.loads(raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire))
     assert elements[0]["candidates"][0]["content"]["parts"][0]["text"] == SAFE
     assert elements[-1]["error"]["details"][0]["reason"] == "OUTPUT_BLOCKED" and len(elements) == 2
+
+
+COHERE = [pytest.param(WIRES["cohere-v2"], "message-end", SSEError, id="cohere-v2"),
+          pytest.param(WIRES["cohere-v1"], "stream-end", httpx.RemoteProtocolError, id="cohere-v1")]
+
+
+@pytest.mark.parametrize("wire, last, raised", COHERE)
+def test_a_cohere_caller_reads_why_its_stream_was_cut_then_the_sdk_raises(wire, last, raised, make_gateway, provider,
+                                                                          request_log_lines, caplog):
+    """The SDK yields Cohere's failed-generation end, naming the output guard, as the last event; then it raises
+    (v2 on the unfinished over-long line after it, v1 on the dropped connection). The request is logged once, as
+    blocked, and the server logs no error for the dropped connection."""
+    serve(provider, wire, stream=wire.events([SAFE, "Now: ", ATTACK, " the end"]))
+    gateway = gateway_for(make_gateway, wire, ENFORCE)
+    events = []
+    with pytest.raises(raised):
+        for event in _cohere_events(gateway, wire):
+            events.append(event)
+    end = events[-1]
+    assert (getattr(end, "type", None) or end.event_type) == last
+    finish_reason, error = (end.delta.finish_reason, end.delta.error) if last == "message-end" else (
+        end.finish_reason, end.error)
+    assert finish_reason == "ERROR" and "output guard" in error
+    assert ATTACK not in repr(events)
+    assert request_log_lines.wait_for(1) and len(request_log_lines) == 1
+    assert json.loads(request_log_lines[0])["output"] == "blocked"
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_a_cut_cohere_v2_stream_ends_cleanly_after_an_unfinished_comment_line_no_sse_reader_dispatches(
+        make_gateway, provider):
+    wire = WIRES["cohere-v2"]
+    serve(provider, wire, stream=wire.events([SAFE, ATTACK]))
+    received = raw_stream(gateway_for(make_gateway, wire, ENFORCE), wire)
+    events, _, unfinished = received.rpartition(b"\n\n")
+    assert events.endswith(b'"finish_reason": "ERROR", "error": "output_blocked: The model\'s answer was stopped by '
+                           b"the gateway's output guard (prompt_injection_detected); the part already sent had been "
+                           b'judged safe. (request id ' + events.rsplit(b"(request id ", 1)[1])
+    assert unfinished.startswith(b": ") and b"\n" not in unfinished and len(unfinished) > SDK_MAX_LINE_CHARS
+
+
+def test_under_mod_wsgi_daemon_mode_a_cut_cohere_v1_stream_ends_cleanly_after_its_error_event(make_gateway,
+                                                                                                provider):
+    """mod_wsgi's Apache child ends the chunked body cleanly whatever its daemon process raises (and mod_wsgi logs
+    what it raised as an error), so there the gateway does not raise: the caller reads the error event, then the
+    end (tests/integration/test_apache.py drives the real server)."""
+    wire = WIRES["cohere-v1"]
+    serve(provider, wire, stream=wire.events([SAFE, ATTACK]))
+    gateway = gateway_for(make_gateway, wire, ENFORCE)
+    answer = Client(gateway.app).post("/cohere/v1/chat", json=wire.stream_request(),
+                                      headers={"Authorization": "Bearer co-test"},
+                                      environ_base={"mod_wsgi.process_group": "lockllm"})
+    *_, last = answer.get_data().splitlines()
+    assert json.loads(last)["finish_reason"] == "ERROR" and "output guard" in json.loads(last)["error"]

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from lockllm_wsgi.config import OutputSettings, ScannerSettings
 from lockllm_wsgi.formats import FORMATS
-from lockllm_wsgi.output import EnforcedStream, Judge, Outcome, answer_texts
+from lockllm_wsgi.formats.answers import CutEnding
+from lockllm_wsgi.output import EnforcedStream, Judge, Outcome, StreamCut, answer_texts
 from lockllm_wsgi.refusal import Refusal
 from lockllm_wsgi.verdict import ScannerUnavailable, Verdict
 from support.answer_streams import WIRES
@@ -26,7 +27,8 @@ class PhraseScanner:
 
 
 def enforce(wire, chunks: list[bytes]) -> list[bytes]:
-    """What the enforced stream yields, write by write."""
+    """What the enforced stream yields, write by write, up to the end or the dropped connection of a format whose
+    SDK needs one to raise (cohere v1)."""
     fmt = FORMATS[wire.route]
     path = wire.stream_path or wire.path
     judge = Judge(PhraseScanner(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
@@ -34,8 +36,14 @@ def enforce(wire, chunks: list[bytes]) -> list[bytes]:
     def error(code: str, message: str) -> tuple[str | None, bytes]:
         return fmt.stream_error(path, Refusal(422, code, message), "req_1")
 
-    return list(EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type),
-                                   fmt.stream_reader(path), judge, Outcome(), HOLDBACK, False, error))
+    written = []
+    try:
+        for chunk in EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
+                                    judge, Outcome(), HOLDBACK, False, error, fmt.stream_cut_ending(path)):
+            written.append(chunk)
+    except StreamCut:
+        assert fmt.stream_cut_ending(path).drop_connection
+    return written
 
 
 def delivered_text(wire, received: bytes) -> str:
@@ -90,5 +98,5 @@ def test_a_stream_that_fails_open_is_relayed_byte_for_byte_however_it_is_split(n
     judge = Judge(DownScanner(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
     outcome = Outcome()
     relayed = EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
-                             judge, outcome, HOLDBACK, True, lambda code, message: (None, b"cut"))
+                             judge, outcome, HOLDBACK, True, lambda code, message: (None, b"cut"), CutEnding())
     assert b"".join(relayed) == stream and outcome.decision == "fail_open"

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Mapping
 
 from ..extract import Collector, UnknownShape
-from .answers import Framing, Piece, SSEEvents, StreamReader
+from .answers import CutEnding, Framing, Piece, SSEEvents, StreamReader
 from ..identity import provider_key
 from ..refusal import Refusal
 
@@ -118,6 +118,11 @@ class WireFormat(ABC):
         """The provider's own mid-stream error, which makes its SDK raise while iterating: the event's name (or
         exception type) and payload, which the stream's framing wraps (`Framing.error_event`)."""
         raise NotImplementedError(f"the {self.name} format has no stream error event")
+
+    def stream_cut_ending(self, path: str) -> CutEnding:
+        """What follows that error event so the SDK raises, where its SDK yields the event rather than raising on
+        it; nothing by default (the other SDKs raise on the event itself)."""
+        return CutEnding()
 
 
 def json_bytes(value: Any) -> bytes:

@@ -168,6 +168,17 @@ class JSONArrayElements(Framing):
         return (b"," if opened else b"[") + payload + b"]"
 
 
+@dataclass(frozen=True)
+class CutEnding:
+    """What follows the error event of a cut stream, for an SDK that yields its provider's error event as an ordinary
+    one and raises only when the stream itself breaks (cohere's): `trailer` bytes sent right after the event, and
+    `drop_connection`, to end the response without its terminating chunk so the client's HTTP library raises. The
+    error event stays the last event a client reads either way. Nothing, for SDKs that raise on the event."""
+
+    trailer: bytes = b""
+    drop_connection: bool = False
+
+
 def parse_event(raw: bytes) -> tuple[str | None, str]:
     """The event's name (None when it has none) and its data lines joined, as the SSE spec reads them."""
     name, data = None, []

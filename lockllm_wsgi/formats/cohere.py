@@ -19,8 +19,8 @@ from typing import Any, Iterator
 from ..extract import Collector, as_list, as_object
 from ..refusal import Refusal
 from . import WireFormat, json_bytes, known_role, with_request_id
-from .answers import (Fact, Framing, JSONLines, JSONStreamReader, Piece, SSEEvents, StreamReader, Transcript,
-                      unreadable)
+from .answers import (CutEnding, Fact, Framing, JSONLines, JSONStreamReader, Piece, SSEEvents, StreamReader,
+                      Transcript, unreadable)
 
 # Keys with no text the model reads. `connectors` and `conversation_id` make Cohere fetch text itself (web
 # search, stored history): the gateway cannot scan what it never sees, as with OpenAI's stored responses.
@@ -160,6 +160,16 @@ _V1_SILENT = frozenset({"stream-start", "citation-generation", "search-queries-g
                         "debug"})
 _V2_SILENT = frozenset({"message-start", "content-end", "tool-call-end", "citation-start", "citation-end",
                         "message-end", "debug"})
+# The longest line the cohere SDK's v2 stream reader buffers without a newline before it raises `SSEError`
+# (`cohere.core.http_sse._api.MAX_LINE_SIZE`, 1 MiB in cohere 5 to 7). Its only way to raise mid-stream, whatever
+# the server: it yields Cohere's error events as ordinary events and ends quietly on a clean end.
+SDK_MAX_LINE_CHARS = 1024 * 1024
+# After a cut v2 stream's error event: an SSE comment line left unfinished and longer than that limit. SSE readers
+# ignore comments and drop an unfinished line at the end, so the error event stays the last event anyone reads;
+# the cohere SDK raises on it. Sent once per cut stream, never otherwise.
+_V2_CUT_TRAILER = (b": the gateway's output guard cut this stream; the event above says why. This comment is left "
+                   b"unfinished and longer than the cohere SDK reads, so that the SDK raises rather than ending "
+                   b"quietly ").ljust(SDK_MAX_LINE_CHARS + 1, b".")
 
 
 def _dict(value: Any, *keys: str) -> dict:
@@ -281,10 +291,10 @@ class CohereFormat(WireFormat):
         return _V1Stream() if path.startswith("/v1/") else _V2Stream()
 
     def stream_error(self, path: str, refusal: Refusal, request_id: str) -> tuple[str | None, bytes]:
-        """Cohere's own end of a failed generation, which the cohere SDK yields rather than raises (it raises on no
-        in-band event): v2 `message-end` with `finish_reason` ERROR and its documented `delta.error` message; v1
-        `stream-end` with `finish_reason` ERROR (and the refusal beside it). A caller that checks the finish
-        reason, as Cohere documents, sees the cut; nothing after the judged part is sent either way."""
+        """Cohere's own end of a failed generation: v2 `message-end` with `finish_reason` ERROR and its documented
+        `delta.error` message; v1 `stream-end` with `finish_reason` ERROR (and the refusal beside it). The cohere
+        SDK yields it as an ordinary event (it raises on no in-band event), so a caller that checks the finish
+        reason, as Cohere documents, reads why; `stream_cut_ending` then makes the SDK raise."""
         message = f"{refusal.code}: {with_request_id(refusal, request_id)}"
         if path.startswith("/v1/"):
             return None, json_bytes({"is_finished": True, "event_type": "stream-end", "finish_reason": "ERROR",
@@ -292,3 +302,11 @@ class CohereFormat(WireFormat):
                                      "error": message})
         return "message-end", json_bytes({"type": "message-end", "delta": {"finish_reason": "ERROR",
                                                                          "error": message}})
+
+    def stream_cut_ending(self, path: str) -> CutEnding:
+        """v2: a line longer than the SDK reads, on which it raises `SSEError` under any server. v1: the SDK reads
+        lines with no limit and skips what it cannot parse, so only a dropped connection makes it raise (httpx's
+        `RemoteProtocolError`, the chunked body incomplete), where the server can drop one (app.py)."""
+        if path.startswith("/v1/"):
+            return CutEnding(drop_connection=True)
+        return CutEnding(trailer=_V2_CUT_TRAILER)
