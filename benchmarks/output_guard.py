@@ -1,8 +1,12 @@
-"""The output guard's cost on a streamed answer: time to first byte (audit) and time per event (enforce), against
-the gateway with the guard off (a plain relay of the same judged request).
+"""The output guard's cost on a streamed answer, in every answer format: the added time to first byte in audit mode
+(goal: none measurable) and the added time per event in enforce mode, each against the guard off in the same run.
 
-A fake provider streams an OpenAI chat answer of `--events` events of `--chars` characters each, at once; the
-gateway (in-process, werkzeug, the offline scanner) relays it with `[output] mode` off, audit and enforce::
+A fake provider streams each format's answer (tests/support/answer_streams.py, the streams the tests use, plus
+OpenAI's legacy completions) of `--events` deltas of `--chars` characters, at once; one in-process gateway per
+mode (werkzeug, the offline scanner judging) relays it with `[output] mode` off, audit and enforce. The three
+gateways are asked in turn, run after run, so a load change on the machine hits the three alike. Enforce mode's
+figures include the offline scanner's judging of every `holdback_chars` of text (benchmarks/output_formats.py
+gives the guard's own CPU with a scanner that answers at once)::
 
     /opt/lockllm-venv/bin/python benchmarks/output_guard.py [--events 400] [--chars 20] [--runs 20]
 """
@@ -10,66 +14,106 @@ gateway (in-process, werkzeug, the offline scanner) relays it with `[output] mod
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import os
+import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 
 import httpx
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # the fake streams the tests use
 
 from lockllm_wsgi import create_app  # noqa: E402
 from lockllm_wsgi.config import load_settings  # noqa: E402
+from support.answer_streams import WIRES, Wire, sse  # noqa: E402
+
+MODES = ("off", "audit", "enforce")
 
 
-def serve(app) -> tuple[str, object]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+def completions_events(texts: list[str]) -> list[bytes]:
+    """OpenAI's legacy /v1/completions stream."""
+    chunk = lambda text: sse(None, {"id": "cmpl-1", "object": "text_completion", "created": 1,  # noqa: E731
+                                    "model": "m", "choices": [{"index": 0, "text": text, "finish_reason": None}]})
+    return [*(chunk(text) for text in texts), b"data: [DONE]\n\n"]
+
+
+COMPLETIONS = replace(WIRES["openai-chat"], name="openai-completions", path="/v1/completions",
+                      events=completions_events, request={"model": "m", "prompt": "Write a poem."})
+FORMATS = {"openai-chat": WIRES["openai-chat"], "openai-completions": COMPLETIONS,
+           **{name: wire for name, wire in WIRES.items() if name != "openai-chat"}}
+
+
+class NoDelayHandler(WSGIRequestHandler):
+    """Writes go out at once, as Apache's do (TCP_NODELAY): werkzeug writes a chunk's size, data and line end
+    separately, and Nagle's algorithm with delayed acknowledgements would add up to 40 ms to some of them."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def serve(app) -> str:
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=NoDelayHandler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_port}", server
+    return f"http://127.0.0.1:{server.server_port}"
 
 
 def provider_app(events: int, chars: int):
+    """Answers each wire's streaming path (and query: Gemini streams SSE with alt=sse, a JSON array without)."""
     word = ("lorem ipsum dolor sit amet " * (chars // 10 + 1))[:chars]
-    chunk = lambda text: ("data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",  # noqa: E731
-                          "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}) + "\n\n").encode()
-    body = [chunk(word) for _ in range(events)] + [b"data: [DONE]\n\n"]
+    streams = {(wire.stream_path or wire.path, wire.stream_query.lstrip("?")): (
+        wire.events([word] * events), wire.content_type) for wire in FORMATS.values()}
 
     @Request.application
-    def app(_request):
-        return Response(iter(body), content_type="text/event-stream")
+    def app(request):
+        events, content_type = streams[request.path, request.query_string.decode()]
+        return Response(iter(events), content_type=content_type)  # one write per event
     return app
 
 
-def gateway(upstream: str, mode: str, folder: str):
+def gateway(upstream: str, mode: str, folder: str) -> str:
     path = os.path.join(folder, f"{mode}.ini")
+    routes = {wire.route: wire.route_keys for wire in FORMATS.values()}
     with open(path, "w") as handle:
-        handle.write(f"[scanner]\nbackend = offline\n[output]\nmode = {mode}\n"
-                     f"[route:openai]\nprefix = /openai\nupstream = {upstream}\nformat = openai\n")
+        handle.write(f"[scanner]\nbackend = offline\n[output]\nmode = {mode}\n" + "".join(
+            f"[route:{name}]\nprefix = /{name}\nupstream = {upstream}\nformat = {name}\n{keys}\n"
+            for name, keys in routes.items()))
     return serve(create_app(load_settings(path)))
 
 
-def measure(url: str, runs: int) -> tuple[list[float], list[float]]:
-    body = {"model": "m", "stream": True, "messages": [{"role": "system", "content": "Be brief."},
-                                                       {"role": "user", "content": "Write a poem."}]}
-    first, total = [], []
-    with httpx.Client(timeout=30) as http:
-        for _ in range(runs + 2):
-            time.sleep(0.2)  # audit mode judges the previous answer after it ended: not this request's cost
-            started = time.perf_counter()
-            with http.stream("POST", f"{url}/openai/v1/chat/completions", json=body) as answer:
-                chunks = answer.iter_raw()
-                next(chunks)
-                first.append(time.perf_counter() - started)
-                for _ in chunks:
-                    pass
-                total.append(time.perf_counter() - started)
-    return first[2:], total[2:]  # the first two warm up connections and caches
+def timed(http: httpx.Client, url: str, wire: Wire) -> tuple[float, float]:
+    """Seconds to the first byte and to the end of one streamed answer."""
+    started = time.perf_counter()
+    with http.stream("POST", f"{url}/{wire.route}{wire.stream_path or wire.path}{wire.stream_query}",
+                     json=wire.stream_request(), headers={"Authorization": "Bearer sk-bench"}) as answer:
+        chunks = answer.iter_raw()
+        next(chunks)
+        first = time.perf_counter() - started
+        for _ in chunks:
+            pass
+    return first, time.perf_counter() - started
+
+
+def measure(urls: dict[str, str], wire: Wire, runs: int) -> dict[str, tuple[list[float], list[float]]]:
+    results: dict[str, tuple[list[float], list[float]]] = {mode: ([], []) for mode in MODES}
+    with httpx.Client(timeout=60) as http:
+        for run in range(runs + 2):
+            for mode in MODES:
+                time.sleep(0.2)  # audit mode judges the previous answer after it ended: not this request's cost
+                first, total = timed(http, urls[mode], wire)
+                if run >= 2:  # the first two warm up connections and caches
+                    results[mode][0].append(first)
+                    results[mode][1].append(total)
+    return results
 
 
 def main() -> None:
@@ -78,19 +122,25 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=20)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    upstream, _ = serve(provider_app(args.events, args.chars))
-    results = {}
+    # Bedrock routes sign with the gateway's own AWS identity, from its environment.
+    os.environ.update(AWS_ACCESS_KEY_ID="AKIABENCHBENCHBENCH1", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_EC2_METADATA_DISABLED="true")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the test servers' access log: not the gateway's cost
+    upstream = serve(provider_app(args.events, args.chars))
     with tempfile.TemporaryDirectory() as folder:
-        for mode in ("off", "audit", "enforce"):
-            url, _ = gateway(upstream, mode, folder)
-            results[mode] = measure(url, args.runs)
-    base_first, base_total = (statistics.median(values) for values in results["off"])
-    print(f"{args.events} events of {args.chars} characters, {args.runs} runs, medians; offline scanner")
-    print(f"{'mode':8} {'first byte ms':>14} {'added ms':>9} {'total ms':>9} {'added us/event':>15}")
-    for mode, (first, total) in results.items():
-        first_ms, total_ms = statistics.median(first) * 1000, statistics.median(total) * 1000
-        print(f"{mode:8} {first_ms:14.2f} {first_ms - base_first * 1000:9.2f} {total_ms:9.2f} "
-              f"{(total_ms - base_total * 1000) * 1000 / args.events:15.1f}")
+        urls = {mode: gateway(upstream, mode, folder) for mode in MODES}
+        print(f"{args.events} events of {args.chars} characters, {args.runs} runs, medians (ms; us per event); "
+              "offline scanner; the three modes asked in turn")
+        print(f"{'format':20} {'off first':>9} {'audit first':>11} {'added':>6} {'enforce first':>13} "
+              f"{'off total':>9} {'audit total':>11} {'enforce total':>13} {'enforce added us/event':>22}")
+        for name, wire in FORMATS.items():
+            medians = {mode: [statistics.median(values) * 1000 for values in timings]
+                       for mode, timings in measure(urls, wire, args.runs).items()}
+            (off_first, off_total), (audit_first, audit_total), (enforce_first, enforce_total) = (
+                medians[mode] for mode in MODES)
+            print(f"{name:20} {off_first:9.2f} {audit_first:11.2f} {audit_first - off_first:6.2f} "
+                  f"{enforce_first:13.2f} {off_total:9.2f} {audit_total:11.2f} {enforce_total:13.2f} "
+                  f"{(enforce_total - off_total) * 1000 / args.events:22.1f}")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,18 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import cohere
+import httpx
 import openai
 import pytest
+from cohere.core.http_sse import SSEError
 import requests
 from werkzeug.wrappers import Response
 
 from lockllm_wsgi.apache_config import BODY_LIMIT_MARGIN_BYTES
 from support.apache_servers import (DrippingProvider, missing_tools, public_folder, running_apache2, running_express,
                                     worker_owned_folder)
+from support.answer_streams import WIRES
 from support.fakes import ATTACK, COMPLETION, scans
 from support.gateway import write_config
 
@@ -41,7 +45,9 @@ def site(scanner_server, provider_server):
     config = write_config(
         pathlib.Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
         extra=f"[limits]\nmax_body_bytes = {MAX_BODY}\n\n[route:dripping]\nprefix = /dripping\n"
-              f"upstream = {dripping.url}\nformat = openai\n",
+              f"upstream = {dripping.url}\nformat = openai\n\n[output]\nholdback_chars = 200\n\n[route:cohere]\n"
+              f"prefix = /cohere\nupstream = {provider_server.url_for('').rstrip('/')}\nformat = cohere\n"
+              "output_mode = enforce\n",
         scanner_extra=f"cache = sqlite:///{cache}/verdicts.sqlite\n")
     yield root, config, dripping
     dripping.close()
@@ -221,3 +227,46 @@ def test_plain_http_redirects_to_https(gateway):
                            timeout=10)
     assert answer.status_code == 308
     assert answer.headers["location"] == f"{gateway.base}/openai/v1/chat/completions"
+
+
+SAFE = "Here is a long and perfectly harmless introduction. " * 8  # past the holdback: relayed before the attack
+
+
+def _cohere_cut_events(gateway, provider, version: str) -> list:
+    """The events the cohere SDK yields for a stream the output guard cuts, and what it raised (None: nothing)."""
+    wire = WIRES[f"cohere-{version}"]
+    events = wire.events([SAFE, "Now: ", ATTACK, " the end"])
+    provider.expect_request(wire.path, method="POST").respond_with_handler(
+        lambda _request: Response(iter(events), content_type=wire.content_type))
+    client = (cohere.Client if version == "v1" else cohere.ClientV2)(
+        api_key=PROVIDER_KEY, base_url=f"{gateway.base}/cohere", timeout=20,
+        httpx_client=httpx.Client(verify=gateway.tls, timeout=20))
+    read = []
+    try:
+        read += client.chat_stream(**wire.request)
+    except httpx.TransportError as raised:
+        return read + [raised]
+    return read + [None]
+
+
+def test_a_cut_cohere_v2_stream_makes_the_sdk_raise_after_the_error_event(gateway, scanner, provider):
+    *events, raised = _cohere_cut_events(gateway, provider, "v2")
+    assert isinstance(raised, SSEError)  # mid-iteration, the unfinished over-long line after the error event
+    assert "".join(event.delta.message.content.text for event in events if event.type == "content-delta") == SAFE
+    assert events[-1].type == "message-end" and events[-1].delta.finish_reason == "ERROR"
+    assert "output guard" in events[-1].delta.error
+    assert len(provider.log) == 1
+
+
+def test_under_daemon_mode_a_cut_cohere_v1_stream_ends_after_its_error_event_and_logs_no_error(gateway, scanner,
+                                                                                              provider):
+    """mod_wsgi's Apache child ends the chunked body cleanly whatever the daemon process does, so the v1 SDK,
+    which raises only on a broken stream, cannot be made to raise: its caller reads the error event, then the end
+    (README, Output guard). The gateway raises nothing there, so mod_wsgi logs no error."""
+    log_start = len(gateway.log_text())
+    *events, raised = _cohere_cut_events(gateway, provider, "v1")
+    assert raised is None
+    assert "".join(event.text for event in events if event.event_type == "text-generation") == SAFE
+    assert events[-1].event_type == "stream-end" and events[-1].finish_reason == "ERROR"
+    assert "output guard" in events[-1].error
+    assert "exception raised processing WSGI script" not in gateway.log_text()[log_start:]
