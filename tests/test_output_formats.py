@@ -320,10 +320,9 @@ def test_a_cohere_caller_reads_why_its_stream_was_cut_then_the_sdk_raises(wire, 
     blocked, and the server logs no error for the dropped connection."""
     serve(provider, wire, stream=wire.events([SAFE, "Now: ", ATTACK, " the end"]))
     gateway = gateway_for(make_gateway, wire, ENFORCE)
-    events = []
+    events: list[Any] = []
     with pytest.raises(raised):
-        for event in _cohere_events(gateway, wire):
-            events.append(event)
+        events += _cohere_events(gateway, wire)  # keeps what it took before the raise
     end = events[-1]
     assert (getattr(end, "type", None) or end.event_type) == last
     finish_reason, error = (end.delta.finish_reason, end.delta.error) if last == "message-end" else (

@@ -36,11 +36,10 @@ def enforce(wire, chunks: list[bytes]) -> list[bytes]:
     def error(code: str, message: str) -> tuple[str | None, bytes]:
         return fmt.stream_error(path, Refusal(422, code, message), "req_1")
 
-    written = []
-    try:
-        for chunk in EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
-                                    judge, Outcome(), HOLDBACK, False, error, fmt.stream_cut_ending(path)):
-            written.append(chunk)
+    written: list[bytes] = []
+    try:  # += keeps what it took before a raise
+        written += EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
+                                  judge, Outcome(), HOLDBACK, False, error, fmt.stream_cut_ending(path))
     except StreamCut:
         assert fmt.stream_cut_ending(path).drop_connection
     return written
