@@ -238,14 +238,14 @@ def _cohere_cut_events(gateway, provider, version: str) -> list:
     events = wire.events([SAFE, "Now: ", ATTACK, " the end"])
     provider.expect_request(wire.path, method="POST").respond_with_handler(
         lambda _request: Response(iter(events), content_type=wire.content_type))
-    client = (cohere.Client if version == "v1" else cohere.ClientV2)(
-        api_key=PROVIDER_KEY, base_url=f"{gateway.base}/cohere", timeout=20,
-        httpx_client=httpx.Client(verify=gateway.tls, timeout=20))
-    read = []
-    try:
-        read += client.chat_stream(**wire.request)
-    except httpx.TransportError as raised:
-        return read + [raised]
+    read: list = []
+    with httpx.Client(verify=gateway.tls, timeout=20) as http:
+        client = (cohere.Client if version == "v1" else cohere.ClientV2)(
+            api_key=PROVIDER_KEY, base_url=f"{gateway.base}/cohere", httpx_client=http)
+        try:
+            read += client.chat_stream(**wire.request)  # keeps what it took before a raise
+        except httpx.TransportError as raised:
+            return read + [raised]
     return read + [None]
 
 
