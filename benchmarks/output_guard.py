@@ -34,9 +34,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # the fake streams the tests use
 
+from support.answer_streams import WIRES, Wire, sse  # noqa: E402
+
 from lockllm_wsgi import create_app  # noqa: E402
 from lockllm_wsgi.config import load_settings  # noqa: E402
-from support.answer_streams import WIRES, Wire, sse  # noqa: E402
 
 MODES = ("off", "audit", "enforce")
 
