@@ -161,7 +161,7 @@ _V1_SILENT = frozenset({"stream-start", "citation-generation", "search-queries-g
 _V2_SILENT = frozenset({"message-start", "content-end", "tool-call-end", "citation-start", "citation-end",
                         "message-end", "debug"})
 # The longest line the cohere SDK's v2 stream reader buffers without a newline before it raises `SSEError`
-# (`cohere.core.http_sse._api.MAX_LINE_SIZE`, 1 MiB in cohere 5 to 7). Its only way to raise mid-stream, whatever
+# (`cohere.core.http_sse._api.MAX_LINE_SIZE`, 1 MiB in cohere 7.3). Its only way to raise mid-stream, whatever
 # the server: it yields Cohere's error events as ordinary events and ends quietly on a clean end.
 SDK_MAX_LINE_CHARS = 1024 * 1024
 # After a cut v2 stream's error event: an SSE comment line left unfinished and longer than that limit. SSE readers
