@@ -18,6 +18,8 @@ class RawServer:
         self.connections = 0
         self.closed_by_peer = threading.Event()
         self._stop = False
+        self._open: set[socket.socket] = set()  # connections a behaviour is still serving
+        self._open_lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -31,20 +33,31 @@ class RawServer:
             threading.Thread(target=self._run, args=(conn,), daemon=True).start()
 
     def _run(self, conn: socket.socket) -> None:
+        with self._open_lock:
+            self._open.add(conn)
         with conn:
             try:
                 self.behave(conn)
             except OSError:  # PeerClosed included: the peer went away before or while we answered
-                self.closed_by_peer.set()
+                if not self._stop:  # else close() cut it
+                    self.closed_by_peer.set()
+            finally:
+                with self._open_lock:
+                    self._open.discard(conn)
 
     def close(self) -> None:
-        """Stop accepting: on Linux a bare close() leaves a blocked accept() running (and accepting), so shut the
-        listener down first, which wakes it."""
+        """Stop accepting, and cut the connections still being served, so a behaviour that drips or streams for
+        many seconds ends now and the client reading it (a gateway's scan thread, which its close() waits for) sees
+        the end at once. On Linux a bare close() leaves a blocked accept() running (and accepting), so shut the
+        sockets down first, which wakes whoever waits on them."""
         self._stop = True
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        with self._open_lock:
+            sockets = [self.listener, *self._open]
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self.listener.close()
         self._thread.join(5)
 
