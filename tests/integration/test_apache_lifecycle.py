@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from support.apache_servers import missing_tools, public_folder, running_apache2, running_express, worker_owned_folder
+from support.apache_servers import (START_SECONDS, missing_tools, public_folder, running_apache2, running_express,
+                                    worker_owned_folder)
 from support.gateway import write_config
 from support.rawserver import RawServer, read_request, request_body
 
@@ -137,14 +138,21 @@ def _pid_file(gateway, root: str) -> str:
         os.path.join(root, "apache2", "run", "httpd.pid")
 
 
+# How long new requests may take to be served again after the signal: ~3.3 s on an idle machine (Apache's grace,
+# then new daemons importing the app). The new daemons' start is CPU: with the machine's cores shared by ten or more
+# busy processes it took 19 s, and a client that gave up after 10 s failed the test although nothing was wrong.
+RESTART_SECONDS = START_SECONDS
+
+
 def _after_restart(gateway, restarted: float) -> list[tuple[float, object]]:
     """Poll with new requests until the app answers (its 404), then three more: (seconds, status or error, and
-    for any other answer its error code: Apache's own refusals carry ours, from lockllm-errors.conf)."""
+    for any other answer its error code: Apache's own refusals carry ours, from lockllm-errors.conf). A request
+    waits as long as the restart may take: one held until the new daemons are up is what a client sees."""
     answers: list[tuple[float, object]] = []
     served = 0
-    while served < 4 and time.monotonic() - restarted < 20:
+    while served < 4 and (left := RESTART_SECONDS - (time.monotonic() - restarted)) > 0:
         try:
-            answer = requests.get(f"{gateway.base}/not-a-route", verify=gateway.verify, timeout=10)
+            answer = requests.get(f"{gateway.base}/not-a-route", verify=gateway.verify, timeout=left)
             outcome: object = answer.status_code
             if answer.status_code != 404:
                 try:
@@ -197,7 +205,7 @@ def test_graceful_restart_during_open_streams(server, lifecycle_site, scanner):
     # While the daemons restart, Apache may refuse a request itself (502, 503): in the JSON shape SDKs read.
     refusals = (404, (502, "gateway_unavailable"), (503, "gateway_unavailable"))
     assert all(status in refusals for _, status in after), after
-    assert after[-1][0] < 15
+    assert after[-1][0] < RESTART_SECONDS
     assert short.request_id in log  # a request that finished is logged; the cut one may not be
 
 
