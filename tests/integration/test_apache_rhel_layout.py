@@ -23,7 +23,7 @@ from lockllm_wsgi.apache_config import TEMPLATE_DIR
 
 from support.apache_distro import DISTRO_MOD_WSGI, distro_module_missing
 from support.apache_servers import (APACHE2, APACHE_MODULES, RunningGateway, WORKER_USER, _supervised, free_port,
-                                    public_folder, self_signed_certificate)
+                                    public_folder, loopback_certificate)
 from support.gateway import write_config
 
 MISSING = distro_module_missing()
@@ -94,7 +94,7 @@ def rhel_site(scanner_server, provider_server):
         check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout
     with open(os.path.join(root, "conf.d", "lockllm.conf"), "w", encoding="utf-8") as handle:
         handle.write(printed)
-    cert, key = self_signed_certificate(root)
+    cert, key = loopback_certificate()
     with open(os.path.join(root, "conf.d", "ssl.conf"), "w", encoding="utf-8") as handle:
         handle.write(SSL_CONF.format(https_port=ports["https_port"], cert=cert, key=key, templates=TEMPLATE_DIR))
     yield root, httpd, printed, ports, cert

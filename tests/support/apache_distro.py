@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from support.apache_servers import (APACHE2, APACHE_MODULES, SERVER_BASE_CONF, WORKER_USER, RunningGateway,
-                                    _supervised, free_port, self_signed_certificate)
+                                    _supervised, free_port, loopback_certificate)
 
 from lockllm_wsgi.apache_config import TEMPLATE_DIR, module_file_facts
 
@@ -84,7 +84,7 @@ class DistroGateway(RunningGateway):
 def running_distro_apache(config_path: str, root: str) -> Iterator[DistroGateway]:
     root = os.path.join(root, "apache2-distro")
     os.makedirs(os.path.join(root, "run"), mode=0o755)
-    cert, key = self_signed_certificate(root)
+    cert, key = loopback_certificate()
     http_port, https_port = free_port(), free_port()
     with open(os.path.join(root, "other.wsgi"), "w", encoding="utf-8") as handle:
         handle.write(OTHER_APP)

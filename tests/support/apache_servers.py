@@ -8,7 +8,9 @@ with a throwaway certificate, plus a raw-socket provider that notices when the g
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import pwd
 import queue
@@ -35,6 +37,9 @@ APACHE_MODULES = "/usr/lib/apache2/modules"
 WORKER_USER = "www-data"
 PROCESSES, THREADS = 2, 6
 START_SECONDS = 45
+# How often a starting server is asked whether it answers yet: it is ready within a second or two, and each probe
+# costs it next to nothing.
+READY_POLL_SECONDS = 0.05
 
 
 def missing_express() -> str | None:
@@ -86,6 +91,15 @@ def self_signed_certificate(folder: str) -> tuple[str, str]:
     return cert, key
 
 
+@functools.cache
+def loopback_certificate() -> tuple[str, str]:
+    """One throwaway certificate for 127.0.0.1 per test process, for every HTTPS server it starts: making an RSA
+    key costs a few tenths of a second of CPU, and no test depends on a server's certificate being its own."""
+    folder = public_folder("lockllm-tls-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return self_signed_certificate(folder)
+
+
 @dataclass
 class RunningGateway:
     name: str
@@ -117,7 +131,7 @@ def wait_until_answering(base: str, process: subprocess.Popen, log_path: str | o
         with contextlib.suppress(requests.RequestException):
             if "x-request-id" in requests.get(f"{base}/not-a-route", verify=verify, timeout=5).headers:
                 return
-        time.sleep(0.2)
+        time.sleep(READY_POLL_SECONDS)
     with open(log_path, encoding="utf-8", errors="replace") as handle:
         raise RuntimeError(f"the server at {base} did not start:\n{handle.read()[-4000:]}")
 
@@ -193,7 +207,7 @@ def running_apache2(config_path: str, root: str) -> Iterator[RunningGateway]:
     """A system apache2 with its own ServerRoot whose HTTPS vhost is the shipped lockllm-vhost.conf."""
     root = os.path.join(root, "apache2")
     os.makedirs(os.path.join(root, "run"), mode=0o755)
-    cert, key = self_signed_certificate(root)
+    cert, key = loopback_certificate()
     http_port, https_port = free_port(), free_port()
     script = write_script(os.path.join(root, "lockllm.wsgi"), config_path)
     values = install_values(load_settings(config_path), script, prefix="/llm", processes=PROCESSES, threads=THREADS,
