@@ -98,9 +98,10 @@ def test_a_bad_ini_file_after_a_graceful_restart_is_answered_in_json(folder, sca
         pathlib.Path(config).write_text(good.replace("timeout = 3", "timeout = soon"))
         graceful(gateway, folder)
         deadline, response = time.monotonic() + 30, None
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
+            # A request waits for the new daemons (seconds after the signal): giving up sooner only asks again.
             with contextlib.suppress(requests.RequestException):
-                response = requests.get(f"{gateway.base}/healthz", verify=gateway.verify, timeout=5)
+                response = requests.get(f"{gateway.base}/healthz", verify=gateway.verify, timeout=left)
                 if response.status_code == 503 and b"gateway_misconfigured" in response.content:
                     break
             time.sleep(0.3)
@@ -114,6 +115,22 @@ def test_a_bad_ini_file_after_a_graceful_restart_is_answered_in_json(folder, sca
             '"event": "unavailable"') >= 1
 
 
+MAX_BODY = 64 * 1024
+
+
+@pytest.fixture(scope="module", params=["express", "apache2"])
+def small_cap_gateway(request, scanner_server, provider_server):
+    """The module's server of each kind, with a 64 KiB body cap: for the body-limit and error-document tests, and
+    the metrics test, which counts only the requests it sends."""
+    root = public_folder("lockllm-json-")
+    config = write_config(pathlib.Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
+                          extra=f"[limits]\nmax_body_bytes = {MAX_BODY}\n")
+    start = running_express if request.param == "express" else running_apache2
+    with start(config, root) as gateway:
+        yield gateway
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def requests_counted(text: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -121,10 +138,9 @@ def requests_counted(text: str) -> float:
                if sample.name == "lockllm_requests_total" and sample.labels.get("code") == "unknown_route")
 
 
-@pytest.mark.parametrize("start", [running_express, running_apache2], ids=["express", "apache2"])
-def test_metrics_add_up_across_daemons_without_a_multiprocess_dir(folder, scanner_server, provider_server, start):
-    config = write_config(folder, scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"))
-    with start(config, str(folder)) as gateway, requests.Session() as session:
+def test_metrics_add_up_across_daemons_without_a_multiprocess_dir(small_cap_gateway):
+    gateway = small_cap_gateway
+    with requests.Session() as session:
         before = requests_counted(session.get(f"{gateway.base}/metrics", verify=gateway.verify, timeout=10).text)
         for _ in range(20):
             # A new connection each time, so both daemon processes answer some.
@@ -140,20 +156,6 @@ def test_metrics_add_up_across_daemons_without_a_multiprocess_dir(folder, scanne
             time.sleep(0.05)
         scrapes = {scrape() for _ in range(6)}
     assert scrapes == {before + 20}
-
-
-MAX_BODY = 64 * 1024
-
-
-@pytest.fixture(scope="module", params=["express", "apache2"])
-def small_cap_gateway(request, scanner_server, provider_server):
-    root = public_folder("lockllm-json-")
-    config = write_config(pathlib.Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
-                          extra=f"[limits]\nmax_body_bytes = {MAX_BODY}\n")
-    start = running_express if request.param == "express" else running_apache2
-    with start(config, root) as gateway:
-        yield gateway
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def _chunks(size: int):
