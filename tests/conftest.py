@@ -36,6 +36,7 @@ def provider_server():
 def provider(provider_server):
     provider_server.clear()
     yield provider_server
+    provider_server.wait_until_idle()
     provider_server.clear()
 
 
@@ -50,6 +51,7 @@ def scanner(scanner_server):
     scanner_server.clear()
     scanner_server.expect_request("/v1/scan", method="POST").respond_with_handler(scanner_verdict)
     yield scanner_server
+    scanner_server.wait_until_idle()
     scanner_server.clear()
 
 

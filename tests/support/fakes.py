@@ -4,6 +4,7 @@ pytest-httpserver that stops at once."""
 from __future__ import annotations
 
 import json
+import threading
 
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
@@ -40,11 +41,29 @@ def scans(server: HTTPServer) -> list[dict]:
 
 class FakeServer(HTTPServer):
     """pytest-httpserver on a loopback port (or `host`: containers reach the machine through its bridge address)
-    whose stop() returns within POLL_SECONDS, not 0.5 s."""
+    whose stop() returns within POLL_SECONDS, not 0.5 s, and which can wait until it has answered every request it
+    began: a slow handler of one test must not add its request to the log of the next (the server is shared)."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         super().__init__(host=host, port=0, threaded=True)
+        self._answering = 0
+        self._idle = threading.Condition()
 
     def thread_target(self) -> None:
         assert self.server is not None
         self.server.serve_forever(poll_interval=POLL_SECONDS)
+
+    def application(self, request: Request) -> Response:
+        with self._idle:
+            self._answering += 1
+        try:
+            return super().application(request)  # which logs the request
+        finally:
+            with self._idle:
+                self._answering -= 1
+                self._idle.notify_all()
+
+    def wait_until_idle(self, timeout: float = 10) -> bool:
+        """Until every request begun has been answered and logged (False if one is still running after `timeout`)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._answering == 0, timeout)
