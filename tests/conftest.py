@@ -4,11 +4,30 @@ over real HTTP by werkzeug (tests/support/gateway.py). Shared helpers live in te
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
 from support.fakes import FakeServer, scanner_verdict
 from support.gateway import Gateway, LogLines, write_config
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker more than this process may use cores (setup.cfg's --maxprocesses caps it). The
+    real-Apache files spend much of their time waiting on their servers (Apache's ~3 s of grace at a graceful
+    restart, a daemon's 2 s between looks at the INI file), which a third worker on two cores fills: 101-125 s
+    against 126-136 s for the whole suite. PYTEST_XDIST_AUTO_NUM_WORKERS still decides when set."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist's own hook reads it
+    return len(os.sched_getaffinity(0)) + 1
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle and pytest's grouping by module-scoped fixtures
+def pytest_collection_modifyitems(items):
+    """The real-Apache tests first, in their (random) order: each of their files starts its own servers and
+    waits on them for seconds, so under pytest-xdist (setup.cfg: one file per worker at a time, in this order) one
+    left for the end would keep the run going long after the other workers are done."""
+    items.sort(key=lambda item: item.get_closest_marker("apache") is None)
 
 
 @pytest.fixture(autouse=True)
