@@ -46,6 +46,8 @@ PIECE_OVERLAP_CHARS = 2_000
 # costs one idle thread and one pooled connection at rest.
 DEFAULT_SCAN_WORKERS = 64
 BACKOFF_BASE_SECONDS = 0.1
+# The problem of a scan call whose deadline had passed before it could be sent.
+NOT_ATTEMPTED = "not attempted"
 # Scanner answers that say the gateway's own key or account is wrong (bad key, no credit): an outage to the
 # operator, not something the request's content caused, and named apart from a scanner that is down.
 ACCOUNT_PROBLEMS = {401: "unauthorized", 403: "unauthorized", 402: "insufficient_credits"}
@@ -233,7 +235,7 @@ class LockLLMScanner:
         stored, key = self._stored(text, asked, body, headers)
         if stored is not None:
             return stored
-        problem, status = "not attempted", 0
+        problem, status = NOT_ATTEMPTED, 0
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -283,8 +285,11 @@ class LockLLMScanner:
                 break
             time.sleep(pause)
         # Rate-limited to the end: the volume that exhausted the scanner's quota is the clients' to make, so a
-        # flood must not turn the next requests into fail-opens.
-        raise ScannerUnavailable(problem, caused_by_request=status == 429)
+        # flood must not turn the next requests into fail-opens. Never sent: the text reached a worker only after
+        # the deadline, queued behind the request's other texts (or other requests'); the volume ran it out, not a
+        # sick scanner. (_wait also asks how many texts were still waiting, but on a loaded machine they may all have
+        # given up before it looks: a request of 100 texts was relayed unscanned with fail_mode = open.)
+        raise ScannerUnavailable(problem, caused_by_request=status == 429 or problem == NOT_ATTEMPTED)
 
     def redact(self, text: str, deadline: float, settings: ScannerSettings | None = None) -> str:
         """LockLLM's `redacted_input` for one text (pii_action = strip): asked outside the verdict cache, which never

@@ -27,6 +27,7 @@ from lockllm_wsgi.extract import Segment, scan_units
 from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.formats.bedrock import CREDENTIALS
 from lockllm_wsgi.normalize import normalize_for_scan
+from lockllm_wsgi.verdict import ScannerUnavailable
 from support.bypass_bodies import BUILDERS, KINDS, b64, disguised, padding, rtf, selector_spread
 from support.fakes import ATTACK, scanner_verdict, scans
 from support.model_view import model_view, squash
@@ -643,6 +644,15 @@ def test_a_deadline_run_out_by_the_requests_own_size_never_fails_open(make_gatew
     response = post(gateway, CHAT, body)
     assert response.status_code == 503
     assert provider.log == []
+
+
+def test_a_text_sent_to_no_scanner_before_the_deadline_is_never_a_fail_open(make_gateway):
+    """The test above, whatever the machine's speed: on a loaded one every queued text of the 100 had given up
+    ("not attempted") before the request looked at its scans, and the request was relayed unscanned."""
+    scanner = make_gateway(scanner_extra="fail_mode = open").app.scanner
+    with pytest.raises(ScannerUnavailable) as caught:
+        scanner._scan_piece("fresh text", time.monotonic() - 1, scanner._asked)
+    assert caught.value.caused_by_request
 
 
 def test_a_scanner_that_is_down_still_fails_open_when_set(make_gateway, provider):
