@@ -25,7 +25,7 @@ from lockllm_wsgi.config import OutputSettings, ScannerSettings  # noqa: E402
 from lockllm_wsgi.formats import FORMATS  # noqa: E402
 from lockllm_wsgi.output import AuditedBody, EnforcedStream, Judge, Outcome  # noqa: E402
 from lockllm_wsgi.verdict import Verdict  # noqa: E402
-from support.answer_streams import WIRES  # noqa: E402
+from support.answer_streams import WIRES, filler  # noqa: E402
 
 CHUNK_BYTES = 1024
 
@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    word = ("lorem ipsum dolor sit amet " * (args.chars // 10 + 1))[:args.chars]
+    word = filler(args.chars)
     print(f"{args.events} events of {args.chars} characters, {CHUNK_BYTES}-byte chunks, median of {args.runs} runs")
     print(f"{'format':18} {'bytes/event':>11} {'audit us/event':>15} {'enforce us/event':>17} {'scans':>6}")
     for name, wire in WIRES.items():

@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))  # the fake streams the tests use
 
-from support.answer_streams import WIRES, Wire, sse  # noqa: E402
+from support.answer_streams import WIRES, Wire, filler, sse  # noqa: E402
 
 from lockllm_wsgi import create_app  # noqa: E402
 from lockllm_wsgi.config import load_settings  # noqa: E402
@@ -72,7 +72,7 @@ def serve(app) -> str:
 
 def provider_app(events: int, chars: int):
     """Answers each wire's streaming path (and query: Gemini streams SSE with alt=sse, a JSON array without)."""
-    word = ("lorem ipsum dolor sit amet " * (chars // 10 + 1))[:chars]
+    word = filler(chars)
     streams = {(wire.stream_path or wire.path, wire.stream_query.lstrip("?")): (
         wire.events([word] * events), wire.content_type) for wire in FORMATS.values()}
 

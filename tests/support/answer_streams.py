@@ -29,6 +29,11 @@ class Wire:
         return {**self.request, "stream": True} if not self.stream_path else self.request
 
 
+def filler(chars: int) -> str:
+    """Harmless text of exactly `chars` characters, for one event of a long benchmark answer."""
+    return ("lorem ipsum dolor sit amet " * (chars // 10 + 1))[:chars]
+
+
 def sse(name: str | None, data: dict) -> bytes:
     return ((f"event: {name}\n" if name else "") + f"data: {json.dumps(data)}\n\n").encode()
 
