@@ -1,12 +1,10 @@
-"""The verdict cache: a requests-cache session on SQLite (one node) or Redis (several) that keeps verdicts only.
+"""The verdict cache: requests-cache's storage on SQLite (one node) or Redis (several), keeping verdicts only.
 
 requests-cache by default pickles whole responses with their requests, so the cache file would hold the prompt
 (the request body) and the key (a header). Here the stored entry is scrubbed to the verdict fields, the cache key
 is a hash of what changes a verdict (scanner URL, the key's identity, the body: text and sensitivity), the
-serializer is JSON (a tampered entry cannot run code), and any cache error is a miss::
-
-    session = open_cached_session(settings.scanner, key_identity="3f2a...")
-    session.post(url, json={"input": "...", "sensitivity": "medium"}).from_cache
+serializer is JSON (a tampered entry cannot run code), and any cache error is a miss. The scan client uses it
+through `VerdictStore` (below); only verdicts its own parser accepted are stored.
 """
 
 from __future__ import annotations
@@ -25,13 +23,12 @@ from typing import Callable
 
 import requests
 import redis
-from requests_cache import BaseCache, CachedSession, RedisCache, SQLiteCache
+from requests_cache import BaseCache, RedisCache, SQLiteCache
 from requests_cache.serializers.pipeline import SerializerPipeline, Stage
 from requests_cache.serializers.preconf import json_preconf_stage
 
 from .config import ScannerSettings
 from .stores import Outage, ThreadConnections, create_private_file, is_redis, masked_url, redis_client
-from .verdict import ScannerUnavailable, parse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -223,16 +220,6 @@ class ForgivingRedisCache(_Forgiving, RedisCache):
     """The verdict cache shared by several nodes; while Redis is lost, every scan is a miss (scanned live)."""
 
 
-def _is_usable_verdict(response: requests.Response) -> bool:
-    """Only a 200 whose JSON holds a verdict is stored: errors and unusable answers are never cached. The scan
-    client's own parser decides, so the cache never keeps an answer the client would refuse on every later read."""
-    try:
-        parse_verdict(response.json())
-    except (ValueError, ScannerUnavailable):
-        return False
-    return True
-
-
 def open_backend(settings: ScannerSettings, attempts: int = DEFAULT_OPEN_ATTEMPTS) -> BaseCache:
     """The storage named by `[scanner] cache`, with the scrubbing serializer; raises OSError or sqlite3.Error once
     `attempts` tries have met a lock held by another process."""
@@ -294,15 +281,6 @@ def unused_cache(session: object) -> str | None:
     return session.cache_problem if isinstance(session, UncachedSession) else None
 
 
-def verdict_key_fn(key_identity: str) -> Callable[..., str]:
-    """requests-cache's `key_fn`: a hash of what changes a verdict, never the text itself."""
-
-    def cache_key(request, **_kwargs) -> str:
-        return verdict_key(request.method, request.url, key_identity, request.headers.items(), request.body or b"")
-
-    return cache_key
-
-
 def verdict_key(method: str, url: str, key_identity: str, headers, body: bytes) -> str:
     """The cache key: method, scanner URL, the key's identity, what LockLLM was asked to check (the X-LockLLM-*
     headers change the verdict as much as the text does) and the body (text and sensitivity), hashed."""
@@ -362,29 +340,3 @@ def open_verdict_store(settings: ScannerSettings, key_identity: str,
         return None, f"{masked_url(settings.cache)}: {type(error).__name__}: {error}"
     backend.writer = writer  # type: ignore[attr-defined]
     return VerdictStore(backend, key_identity, float(settings.cache_ttl)), None
-
-
-def open_cached_session(settings: ScannerSettings, key_identity: str,
-                        writer: BackgroundWriter | None = None) -> requests.Session:
-    """A CachedSession for `settings.cache`; if the cache cannot be opened, an UncachedSession (logged). With a
-    `writer`, verdicts are stored by its thread after the answer, instead of on the request's own time."""
-
-    try:
-        backend = open_backend(settings)
-        backend.writer = writer  # type: ignore[attr-defined]
-        return CachedSession(
-            backend=backend,
-            expire_after=settings.cache_ttl,
-            allowable_methods=("POST",),
-            allowable_codes=(200,),
-            key_fn=verdict_key_fn(key_identity),
-            filter_fn=_is_usable_verdict,
-            stale_if_error=False,
-        )
-    except (OSError, sqlite3.Error) as error:
-        problem = f"{masked_url(settings.cache)}: {type(error).__name__}: {error}"
-        log.error(
-            '{"event": "cache_unavailable", "cache": "%s", "error": "%s", "effect": "scanning without a cache"}',
-            masked_url(settings.cache), str(error).replace('"', "'"),
-        )
-        return UncachedSession(problem)
