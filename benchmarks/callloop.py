@@ -1,7 +1,9 @@
 """A WSGI call loop (no server): per-request time of the gateway and the bare relay, optionally profiled.
 
 Calls the app directly with a built environ, against the fake scanner and provider, so what it shows is the
-application's own cost per request::
+application's own cost per request. A miss cannot cost less than its scan call, so the same run also times that
+call alone, one fresh text posted to the fake scanner: with a bare urllib3 pool (the least any HTTP client pays)
+and with a plain requests session (the client the product card names), and prints what a miss adds beyond it::
 
     /opt/lockllm-venv/bin/python benchmarks/callloop.py [--count 2000] [--profile hit|miss|relay]
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import secrets
 import sys
@@ -17,7 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._harness import CHAT_PATH, Stack, chat_body, make_app, median, table  # noqa: E402
+from benchmarks._harness import (  # noqa: E402
+    CHAT_PATH, SCANNER_KEY, Stack, chat_body, make_app, median, table,
+)
 
 
 def environ_for(body: bytes) -> dict:
@@ -72,6 +77,41 @@ def main() -> None:
         rows = [[name, f"{value * 1000:.3f}", f"{(value - results['relay']) * 1000:+.3f}"]
                 for name, value in results.items()]
         print(table(["case", "median ms", "vs relay ms"], rows))
+        scan_url = stack.scanner_url + "/v1/scan"
+        floors = {name: median(scan_calls(post, scan_url, run, args.count))
+                  for name, post in (("urllib3", urllib3_post()), ("requests", requests_post()))}
+        added = results["miss"] - results["relay"]
+        print(table(["a miss's scan call alone", "median ms", "miss over relay, beyond it, ms"],
+                    [[name, f"{value * 1000:.3f}", f"{(added - value) * 1000:+.3f}"]
+                     for name, value in floors.items()]))
+
+
+def scan_calls(post, url: str, run: str, count: int) -> list[float]:
+    """Times `count` scan calls of fresh texts shaped as the gateway's (JSON input, key), the first 50 unmeasured."""
+    headers = {"Authorization": f"Bearer {SCANNER_KEY}", "Content-Type": "application/json"}
+    bodies = [json.dumps({"input": f"Unique floor {run} {index}: summarise this."}).encode()
+              for index in range(count + 50)]
+    times = []
+    for body in bodies:
+        started = time.perf_counter()
+        post(url, body, headers)
+        times.append(time.perf_counter() - started)
+    return times[50:]
+
+
+def urllib3_post():
+    import urllib3
+
+    pool = urllib3.PoolManager(retries=False)
+    return lambda url, body, headers: pool.request("POST", url, body=body, headers=headers).data
+
+
+def requests_post():
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False  # as the gateway's scan session
+    return lambda url, body, headers: session.post(url, data=body, headers=headers, timeout=(5, 5)).content
 
 
 if __name__ == "__main__":
