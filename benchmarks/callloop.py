@@ -3,7 +3,8 @@
 Calls the app directly with a built environ, against the fake scanner and provider, so what it shows is the
 application's own cost per request. A miss cannot cost less than its scan call, so the same run also times that
 call alone, one fresh text posted to the fake scanner: with a bare urllib3 pool (the least any HTTP client pays)
-and with a plain requests session (the client the product card names), and prints what a miss adds beyond it::
+and with a requests session as the gateway sends it (the client the product card names), and prints what a miss
+adds beyond it::
 
     /opt/lockllm-venv/bin/python benchmarks/callloop.py [--count 2000] [--profile hit|miss|relay]
 """
@@ -110,8 +111,13 @@ def requests_post():
     import requests
 
     session = requests.Session()
-    session.trust_env = False  # as the gateway's scan session
-    return lambda url, body, headers: session.post(url, data=body, headers=headers, timeout=(5, 5)).content
+    session.trust_env = False  # as the gateway's scan session, which sends prepared requests (scan.py)
+
+    def post(url, body, headers):
+        prepared = requests.Request("POST", url, data=body, headers=headers).prepare()
+        return session.send(prepared, timeout=(5, 5), allow_redirects=False).content
+
+    return post
 
 
 if __name__ == "__main__":

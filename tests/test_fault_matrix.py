@@ -366,10 +366,10 @@ def test_client_sent_hosts_cannot_redirect_traffic(make_gateway, provider, path,
 def test_an_unexpected_fault_inside_the_scan_client_is_scanner_unavailable(make_gateway, provider, monkeypatch):
     gateway = make_gateway()
 
-    def broken_post(*_args, **_kwargs):
+    def broken_send(*_args, **_kwargs):
         raise RuntimeError("a library bug")
 
-    monkeypatch.setattr(gateway.app.scanner.session, "post", broken_post)
+    monkeypatch.setattr(gateway.app.scanner.session, "send", broken_send)
     status, payload, _ = send(gateway)
     assert status == 503 and json.loads(payload)["error"]["code"] == "scanner_unavailable"
     assert provider.log == []
