@@ -72,6 +72,9 @@ def scan_headers(settings: ScannerSettings) -> dict[str, str]:
 # resent history is answered without a pool hand-off, a SQLite read and requests-cache's deserialisation, which
 # cost about 0.5 ms per request on a cache hit (benchmarks/latency.py). 4096 entries of ~300 bytes each.
 DEFAULT_MEMO_ENTRIES = 4096
+# Scan calls prepared ahead, one per set of headers: the operator's settings, and the few that clients' X-LockLLM-*
+# headers can make (overrides.py); past this many, a set is prepared for each call instead.
+MAX_PREPARED_CALLS = 16
 
 
 def pieces(text: str, size: int = MAX_SCAN_CHARS, overlap: int = PIECE_OVERLAP_CHARS) -> list[str]:
@@ -118,12 +121,13 @@ class LockLLMScanner:
         self.session.mount("http://", adapter)
         self.session.trust_env = False  # ambient proxy variables must not reroute prompt text
         # requests' own default headers (User-Agent, Accept-Encoding...) are written in here once, because scan
-        # calls are sent as prepared requests (see _scan_piece), which do not pick them up from the session.
+        # calls are sent as prepared requests (_prepared), which do not pick them up from the session.
         self._headers = {**requests.utils.default_headers(), "Authorization": f"Bearer {settings.api_key}",
                          "Content-Type": "application/json"}
         # What LockLLM is asked to check with the operator's settings, built once: a request changes it only when
         # a client's X-LockLLM-* headers tightened the settings (overrides.py).
         self._asked = scan_headers(settings)
+        self._prepared_calls: dict[tuple[tuple[str, str], ...], requests.PreparedRequest] = {}
         # Redaction calls answer with the prompt's redacted text: never through the cache.
         self._plain = requests.Session()
         self._plain.trust_env = False
@@ -217,6 +221,22 @@ class LockLLMScanner:
         return (json.dumps({"input": text, "sensitivity": asked["X-LockLLM-Sensitivity"]}).encode(),
                 {**self._headers, **asked})
 
+    def _prepared(self, body: bytes, headers: dict[str, str]) -> requests.PreparedRequest:
+        """The scan call for `body`, sent with Session.send: Session.post would merge the session's cookie jar, hooks
+        and settings into every call, and preparing a request parses its URL and checks its headers each time, 0.4 ms
+        of a cache miss together (benchmarks/miss_phases.py). So the call without its body is prepared once per
+        header set and copied. A scan call carries no cookies and follows no redirects; send still applies the
+        session's adapter and TLS checks, and no ambient proxy (trust_env is off)."""
+        key = tuple(headers.items())
+        template = self._prepared_calls.get(key)
+        if template is None:
+            template = requests.Request("POST", self.settings.url, headers=headers).prepare()
+            if len(self._prepared_calls) < MAX_PREPARED_CALLS:
+                self._prepared_calls[key] = template
+        prepared = template.copy()
+        prepared.prepare_body(body, None)
+        return prepared
+
     def _stored(self, text: str, asked: dict[str, str], body: bytes,
                 headers: dict[str, str]) -> tuple[Verdict | None, str | None]:
         """(the verdict the cache holds for this scan call or None, its cache key or None without a cache)."""
@@ -238,11 +258,7 @@ class LockLLMScanner:
         stored, key = self._stored(text, asked, body, headers)
         if stored is not None:
             return stored
-        # Prepared once and sent with Session.send: Session.post would merge the session's cookie jar, hooks and
-        # settings into every call, 0.3-0.5 ms of a cache miss (benchmarks/callloop.py); the scan call carries
-        # no cookies and follows no redirects, and send still applies the session's adapter, TLS checks and
-        # (trust_env off) no ambient proxy.
-        prepared = requests.Request("POST", self.settings.url, data=body, headers=headers).prepare()
+        prepared = self._prepared(body, headers)
         problem, status = NOT_ATTEMPTED, 0
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - time.monotonic()
