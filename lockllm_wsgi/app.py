@@ -391,7 +391,7 @@ class GatewayApp:
             self.metrics.observe(record, getattr(self.scanner, "retries_total", None))
             self.audit.write(fields)
         finally:
-            log_request(**fields)
+            log_request(fields)
 
     @staticmethod
     def _gateway_headers(record: RequestRecord) -> list[tuple[str, str]]:

@@ -118,13 +118,27 @@ def json_line(fields: Mapping[str, object]) -> bytes:
     return (json.dumps(fields, ensure_ascii=True, default=str, separators=(",", ":")) + "\n").encode("ascii")
 
 
+# The request log's lines: ASCII JSON (a line's text cannot end it early), anything else as its str().
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=True, default=str)
+
+
+def _log_line(line: dict[str, object]) -> None:
+    # makeRecord and handle, not info(): info() looks up its caller (findCaller walks the stack) for every line,
+    # about a sixth of a cache hit's log line, and the caller is always this function.
+    if request_log.isEnabledFor(logging.INFO):
+        request_log.handle(request_log.makeRecord(request_log.name, logging.INFO, __file__, 0,
+                                                  _LINE_ENCODER.encode(line), None, None, "_log_line"))
+
+
 def log_event(event: str, **fields: object) -> None:
-    request_log.info(json.dumps({"event": event, **fields}, ensure_ascii=True, default=str))
+    _log_line({"event": event, **fields})
 
 
-def log_request(**fields: object) -> None:
-    fields.pop(PROMPT_KEY, None)
-    log_event("request", **fields)
+def log_request(fields: Mapping[str, object]) -> None:
+    """The request's log line: its record's fields, never the prompt."""
+    line = {"event": "request", **fields}
+    line.pop(PROMPT_KEY, None)
+    _log_line(line)
 
 
 class AuditLog:
