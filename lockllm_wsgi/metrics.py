@@ -120,6 +120,10 @@ class Metrics:
         self._retries_lock = threading.Lock()
         self._retries_seen = 0
         self._reload_gauge: Any = None
+        # Each metric's child per label values, looked up once: labels() checks and copies its values and takes
+        # the metric's lock on every call, five times a request. The label values are the routes, decisions,
+        # codes and findings a process meets, as many as prometheus_client keeps children for anyway.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     def cache_in_use(self, in_use: bool) -> None:
         """Say whether this process's scans go through the configured verdict cache (0: it could not be opened at
@@ -141,20 +145,30 @@ class Metrics:
                                        multiprocess_mode="livemax")
         self._reload_gauge.set(1 if failed else 0)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        child = self._children.get((metric, labels))
+        if child is None:  # two threads may both ask: labels() gives both the same child
+            child = self._children[(metric, labels)] = metric.labels(*labels)
+        return child
+
     def observe(self, record: RequestRecord, retries_total: int | None = None) -> None:
         """Count one finished request from its record (the same facts the request log line carries)."""
         route = record.route or "none"
-        self.requests.labels(route, record.decision or "unknown", record.code or "none").inc()
+        self._child(self.requests, route, record.decision or "unknown", record.code or "none").inc()
         if record.scan_ms is not None:
-            self.scan_seconds.labels(route).observe(record.scan_ms / 1000)
+            self._child(self.scan_seconds, route).observe(record.scan_ms / 1000)
         if record.upstream_ms is not None:
-            self.upstream_seconds.labels(route).observe(record.upstream_ms / 1000)
+            self._child(self.upstream_seconds, route).observe(record.upstream_ms / 1000)
         if record.scans is not None and record.cache_hits is not None:
-            self.cache.labels("hit").inc(record.cache_hits)
-            self.cache.labels("miss").inc(record.scans - record.cache_hits)
+            # Both series exist from the first scanned request on; adding 0 would only write the same value again.
+            hits, misses = self._child(self.cache, "hit"), self._child(self.cache, "miss")
+            if record.cache_hits:
+                hits.inc(record.cache_hits)
+            if record.scans - record.cache_hits:
+                misses.inc(record.scans - record.cache_hits)
         if record.output is not None:
-            self.output.labels(route, record.output, (record.output_findings or ["none"])[0]).inc()
-        if retries_total is not None:
+            self._child(self.output, route, record.output, (record.output_findings or ["none"])[0]).inc()
+        if retries_total is not None and retries_total != self._retries_seen:
             # The scanner keeps a running total per process; the counter takes what was added since last time.
             with self._retries_lock:
                 added, self._retries_seen = retries_total - self._retries_seen, retries_total
