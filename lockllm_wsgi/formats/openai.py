@@ -32,6 +32,11 @@ _PLAIN_KEYS = frozenset(
     # Sampling knobs of the OpenAI-compatible hosts in presets.py (Mistral, Together, vLLM, Ollama...).
     + "random_seed safe_prompt prompt_mode top_k min_p repetition_penalty".split()
 )
+# The top-level keys of each endpoint's body: the plain ones and those it reads (built once, not per request).
+_CHAT_KEYS = _PLAIN_KEYS | {"messages", "tools", "functions", "response_format", "prediction"}
+_RESPONSES_KEYS = _PLAIN_KEYS | {"input", "instructions", "tools", "text", "prompt"}
+_COMPLETIONS_KEYS = _PLAIN_KEYS | {"prompt", "suffix"}
+_EMBEDDINGS_KEYS = _PLAIN_KEYS | {"input"}
 
 _TEXT_PART_TYPES = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal"}
 _NON_TEXT_PART_TYPES = frozenset({"image_url", "input_image", "input_audio", "input_file", "file", "audio"})
@@ -163,9 +168,7 @@ def _tool_calls(calls, where: str, role: str | None, collector: Collector) -> No
 
 
 def _chat(body: dict, collector: Collector) -> None:
-    collector.keys(
-        body, _PLAIN_KEYS | {"messages", "tools", "functions", "response_format", "prediction"}, "",
-    )
+    collector.keys(body, _CHAT_KEYS, "")
     if body.get("web_search_options") is not None:
         # The user location is handed to the search tool, whose results the model reads.
         collector.strings(body["web_search_options"], "web_search_options", role="tools")
@@ -256,7 +259,7 @@ def _response_item(item, where: str, collector: Collector) -> None:
 
 
 def _responses(body: dict, collector: Collector) -> None:
-    collector.keys(body, _PLAIN_KEYS | {"input", "instructions", "tools", "text", "prompt"}, "")
+    collector.keys(body, _RESPONSES_KEYS, "")
     collector.text(body.get("instructions"), "instructions", "system")
     value = body.get("input")
     if isinstance(value, str) or value is None:
@@ -305,13 +308,13 @@ def _text_or_texts(value, where: str, role: str, collector: Collector) -> None:
 
 def _completions(body: dict, collector: Collector) -> None:
     # `suffix` only here: anywhere else it is unknown, so no walker can leave it unread.
-    collector.keys(body, _PLAIN_KEYS | {"prompt", "suffix"}, "")
+    collector.keys(body, _COMPLETIONS_KEYS, "")
     _text_or_texts(body.get("prompt"), "prompt", "user", collector)
     collector.text(body.get("suffix"), "suffix", "user")
 
 
 def _embeddings(body: dict, collector: Collector) -> None:
-    collector.keys(body, _PLAIN_KEYS | {"input"}, "")
+    collector.keys(body, _EMBEDDINGS_KEYS, "")
     _text_or_texts(body.get("input"), "input", "user", collector)
 
 
