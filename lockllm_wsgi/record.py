@@ -67,8 +67,8 @@ class RequestRecord:
 
     def fields(self) -> dict[str, object]:
         """The record as the log line, audit record and metrics read it, in this order."""
-        values = ((name, getattr(self, name)) for name in _LOGGED_NAMES)
-        return {name: value for name, value in values if name in _ALWAYS or value not in (None, ())}
+        values = vars(self)  # the instance's own dict: one lookup per field, not a getattr and a generator step
+        return {name: values[name] for name in _LOGGED_NAMES if name in _ALWAYS or values[name] not in (None, ())}
 
 
 # The fields a log line may carry, in declaration order (read once: fields() runs for every request).
