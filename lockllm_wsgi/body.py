@@ -19,6 +19,8 @@ from typing import Any
 from .refusal import Refusal
 
 _READ_CHUNK = 64 * 1024
+# A JSON escape of a UTF-16 surrogate (paired ones too, which the walk then finds whole).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # The one Content-Type spelling read: JSON, with at most one plain `charset=utf-8`. Parsers disagree on the rest
 # (RFC 2231's `charset*=`, a repeated charset, quoting, escapes), and a provider that honours another charset
 # (utf-7, latin-1) would read other text than the scanner judged.
@@ -176,7 +178,10 @@ def parse_json(body: bytes, max_depth: int) -> dict:
         raise Refusal(400, "invalid_json", f"The body is not valid JSON: {str(error)[:200]}.") from None
     if not isinstance(document, dict):
         raise Refusal(400, "invalid_json", "The JSON body must be an object ({...}).")
-    _check_depth_and_text(document, max_depth)
+    # The walk over every value is skipped where the text shows it cannot fail: strict UTF-8 holds no surrogate,
+    # so only a \uD800-\uDFFF escape can make one, and no value nests deeper than the body has brackets.
+    if _SURROGATE_ESCAPE.search(text) or text.count("{") + text.count("[") > max_depth:
+        _check_depth_and_text(document, max_depth)
     return document
 
 

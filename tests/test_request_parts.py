@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import zlib
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from lockllm_wsgi.body import decode_body, parse_json, read_body
+from lockllm_wsgi.body import _check_depth_and_text, decode_body, parse_json, read_body
 from lockllm_wsgi.config import PolicySettings, ScannerSettings
 from lockllm_wsgi.extract import Segment, scan_units
 from lockllm_wsgi.normalize import normalize_for_scan
@@ -39,6 +41,37 @@ def test_malformed_json_is_a_400_naming_the_problem(body, code):
     with pytest.raises(Refusal) as caught:
         parse_json(body, max_depth=64)
     assert (caught.value.status, caught.value.code) == (400, code)
+
+
+# JSON text built from pieces that matter to the checks parse_json may skip: surrogate escapes (lone, paired, behind
+# an escaped backslash), brackets inside strings, and nesting around the depth limit.
+_STRING_PIECES = st.sampled_from(["a", "\\ud800", "\\uDC00", "\\ud83d\\ude00", "\\\\ud800", "\\u00e9", "[", "{",
+                                  "\\\"", "\\u0041", "é"])
+_JSON_STRINGS = st.lists(_STRING_PIECES, max_size=4).map(lambda parts: '"' + "".join(parts) + '"')
+_JSON_VALUES = st.recursive(
+    _JSON_STRINGS | st.sampled_from(["1", "true", "null"]),
+    lambda inner: st.lists(inner, max_size=3).map(lambda items: "[" + ",".join(items) + "]")
+    | st.lists(st.tuples(_JSON_STRINGS, inner), max_size=3).map(
+        lambda pairs: "{" + ",".join(f"{key}:{value}" for key, value in dict(pairs).items()) + "}"),
+    max_leaves=12)
+
+
+def _outcome(check, *args) -> str:
+    try:
+        check(*args)
+    except Refusal as refusal:
+        return refusal.code
+    return "ok"
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES, st.integers(min_value=1, max_value=6))
+def test_parse_json_refuses_exactly_what_the_full_walk_refuses(value, max_depth):
+    """parse_json skips its walk over the document when the text shows it cannot fail: never a surrogate or a depth
+    that the walk would have refused."""
+    body = ('{"a":' + value + "}").encode()
+    document = json.loads(body)
+    assert _outcome(parse_json, body, max_depth) == _outcome(_check_depth_and_text, document, max_depth)
 
 
 def test_valid_json_parses():
