@@ -128,6 +128,7 @@ class LockLLMScanner:
         # a client's X-LockLLM-* headers tightened the settings (overrides.py).
         self._asked = scan_headers(settings)
         self._prepared_calls: dict[tuple[tuple[str, str], ...], requests.PreparedRequest] = {}
+        self._asked_key = repr(sorted(self._asked.items())).encode()  # its part of every memo key, made once
         # Redaction calls answer with the prompt's redacted text: never through the cache.
         self._plain = requests.Session()
         self._plain.trust_env = False
@@ -144,10 +145,10 @@ class LockLLMScanner:
             self._scan_piece, lambda text, asked: self._stored(text, asked, *self._request(text, asked))[0],
             budget=settings.timeout)
 
-    @staticmethod
-    def _memo_key(text: str, asked: dict[str, str]) -> bytes:
+    def _memo_key(self, text: str, asked: dict[str, str]) -> bytes:
         """The text's hash with what LockLLM was asked to check: other checks, another verdict."""
-        return hashlib.sha256(text.encode() + b"\0" + repr(sorted(asked.items())).encode()).digest()
+        checks = self._asked_key if asked is self._asked else repr(sorted(asked.items())).encode()
+        return hashlib.sha256(text.encode() + b"\0" + checks).digest()
 
     def _recall(self, text: str, asked: dict[str, str]) -> Verdict | None:
         if self._memo is None:
