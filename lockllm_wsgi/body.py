@@ -160,6 +160,12 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# One decoder with the rules above for every request (json.loads with hooks builds a new one, and its scanner, per
+# call); like json's own default decoder, it is shared by every thread.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant,
+                            parse_float=_finite_float)
+
+
 def parse_json(body: bytes, max_depth: int) -> dict:
     """A JSON object from strict UTF-8, with no duplicate keys, NaN, infinities, lone surrogates or deep nesting."""
     if not body:
@@ -169,9 +175,7 @@ def parse_json(body: bytes, max_depth: int) -> dict:
     except UnicodeDecodeError as error:
         raise Refusal(400, "invalid_utf8", f"The body is not valid UTF-8 (byte {error.start}); send UTF-8 JSON.") from None
     try:
-        document = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float,
-        )
+        document = _DECODER.decode(text)
     except RecursionError:
         raise Refusal(400, "json_too_deep", f"The JSON body nests deeper than {max_depth} levels.") from None
     except ValueError as error:  # JSONDecodeError, and int() refusing a number of thousands of digits
