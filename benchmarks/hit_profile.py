@@ -9,12 +9,14 @@ cache-hit request at a fixed rate (open loop) to one side, then the other. Per r
    interpreter and its C modules, the kernel, libc, Apache/APR/mod_wsgi, OpenSSL;
 3. the Python interpreter's share split by what it was running, from `py-spy record --gil` (the thread holding the
    GIL, sampled): the shares of its samples, scaled to the interpreter's CPU from (2), so the rows sum to it;
-4. system calls per request, from `strace -c -f` in rounds of their own (strace slows the daemons: its rounds
-   count calls, they time nothing).
+4. system calls per request, counted by `perf stat` on the syscall tracepoints, in a round of their own per side
+   (counters on every thread slow every context switch, so these rounds time nothing); not strace, which stops at
+   every call: the daemons then queued for the GIL, 100 futex calls a request where there are 3.
 
     /opt/lockllm-venv/bin/python benchmarks/hit_profile.py [--rate 200] [--seconds 8] [--rounds 2]
 
-Needs root (perf, py-spy and strace attach to Apache's www-data daemons); a missing tool leaves its table out.
+Needs root (perf and py-spy attach to Apache's www-data daemons); a missing tool leaves its tables out. The rows of
+(3) are shares of samples: a row of n samples is known to about 1/sqrt(n), so its samples are printed beside it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -45,6 +48,8 @@ from benchmarks._harness import (
 SIDES = ("relay", "gateway")
 PERF_HZ = 999
 SPY_HZ = 100
+# Time for perf and py-spy to attach to every thread before the round's load starts (idle: it adds no CPU).
+ATTACH_SECONDS = 1.0
 # perf's shared objects, grouped by what runs there: the first pattern a DSO name matches names its group.
 DSO_GROUPS = (
     ("Python interpreter and its C modules", re.compile(r"libpython|\.cpython-|^python")),
@@ -120,16 +125,23 @@ def usage(pids: list[int]) -> Usage:
 
 
 class Profilers:
-    """perf and py-spy attached to a side's daemons for one round; stop() leaves their output in `folder`."""
+    """perf and py-spy attached to a side's daemons for one round (or, with `syscalls`, perf counting system calls
+    alone); stop() leaves their output in `folder`."""
 
-    def __init__(self, tools: dict[str, str], pids: list[int], folder: str, tag: str):
+    def __init__(self, tools: dict[str, str], pids: list[int], folder: str, tag: str, syscalls: bool = False):
         self.procs: list[subprocess.Popen] = []
         self.perf_data = os.path.join(folder, f"{tag}.perf")
+        self.syscall_counts = os.path.join(folder, f"{tag}.syscalls")
         self.spy_files = [os.path.join(folder, f"{tag}-{pid}.spy") for pid in pids]
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        targets = ",".join(map(str, pids))
+        if syscalls:
+            self.procs.append(subprocess.Popen([tools["perf"], "stat", "-e", "syscalls:sys_enter_*", "-x,", "-p",
+                                                targets, "-o", self.syscall_counts], **quiet))
+            return
         if "perf" in tools:
-            self.procs.append(subprocess.Popen([tools["perf"], "record", "-F", str(PERF_HZ), "-p",
-                                                ",".join(map(str, pids)), "-o", self.perf_data], **quiet))
+            self.procs.append(subprocess.Popen([tools["perf"], "record", "-F", str(PERF_HZ), "-p", targets,
+                                                "-o", self.perf_data], **quiet))
         if "py-spy" in tools:
             for pid, out in zip(pids, self.spy_files):
                 self.procs.append(subprocess.Popen([tools["py-spy"], "record", "--pid", str(pid), "--gil",
@@ -177,25 +189,15 @@ def spy_samples(files: list[str], unmatched: Counter[str]) -> Counter[str]:
     return rows
 
 
-def strace_calls(strace: str, pids: list[int], run) -> Counter[str]:
-    """System calls by name made by the daemons `pids` (every thread) while `run()` runs."""
-    with tempfile.NamedTemporaryFile(suffix=".strace", delete=False) as out:
-        path = out.name
-    command = [strace, "-c", "-f", "-o", path] + [arg for pid in pids for arg in ("-p", str(pid))]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        run()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+def syscall_calls(path: str) -> Counter[str]:
+    """System calls by name from `perf stat -x,` on the syscall tracepoints."""
     calls: Counter[str] = Counter()
-    with open(path) as summary:
-        for line in summary:
-            parts = line.split()
-            # "% time  seconds  usecs/call  calls  [errors]  syscall"
-            if len(parts) >= 5 and parts[3].isdigit() and not parts[-1].startswith("total"):
-                calls[parts[-1]] += int(parts[3])
-    os.unlink(path)
+    if os.path.exists(path):
+        with open(path) as counts:
+            for line in counts:
+                fields = line.split(",")
+                if len(fields) > 2 and fields[0].isdigit() and fields[2].startswith("syscalls:sys_enter_"):
+                    calls[fields[2].removeprefix("syscalls:sys_enter_")] += int(fields[0])
     return calls
 
 
@@ -208,9 +210,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s sent to each side (default 200)")
     parser.add_argument("--seconds", type=float, default=8.0, help="length of a round (default 8)")
     parser.add_argument("--rounds", type=int, default=2, help="profiled rounds per side (default 2)")
-    parser.add_argument("--no-strace", action="store_true", help="leave out the system call rounds")
     args = parser.parse_args()
-    tools = {name: path for name in ("perf", "py-spy", "strace")
+    tools = {name: path for name in ("perf", "py-spy")
              if (path := shutil.which(name) or shutil.which(name, path="/opt/venv/bin"))}
     body = chat_body("What is the capital of France? Answer in one word.")
     count = int(args.rate * args.seconds)
@@ -221,7 +222,7 @@ def main() -> None:
     python = {side: Counter[str]() for side in SIDES}
     unmatched = {side: Counter[str]() for side in SIDES}
     calls = {side: Counter[str]() for side in SIDES}
-    strace_requests = Counter[str]()
+    counted = Counter[str]()  # requests of the system call rounds
     print(f"open loop, {args.rate:g} requests/s for {args.seconds:g} s per round, {args.rounds} rounds per side, "
           f"cache hits, 2 x 15 each; tools: {', '.join(sorted(tools)) or 'none'}")
     with Stack() as stack:
@@ -233,6 +234,7 @@ def main() -> None:
                 pids = served.daemon_pids()
                 before = usage(pids)
                 profilers = Profilers(tools, pids, folder, f"{side}{round_number}")
+                time.sleep(ATTACH_SECONDS)
                 answered = len(open_loop(served.url + CHAT_PATH, lambda index: body, args.rate, count, workers=32))
                 used[side] = used[side] + (usage(pids) - before)
                 profilers.stop()
@@ -240,12 +242,13 @@ def main() -> None:
                 if "perf" in tools:
                     dso[side] += perf_samples(tools["perf"], profilers.perf_data)
                 python[side] += spy_samples(profilers.spy_files, unmatched[side])
-        if "strace" in tools and not args.no_strace:
-            for side, served in pair.items():
-                def run(url=served.url + CHAT_PATH, side=side) -> None:
-                    strace_requests[side] += len(open_loop(url, lambda index: body, args.rate / 2, count // 2,
-                                                           workers=32))
-                calls[side] = strace_calls(tools["strace"], served.daemon_pids(), run)
+        for side, served in pair.items():
+            if "perf" in tools:
+                counting = Profilers(tools, served.daemon_pids(), folder, f"{side}-syscalls", syscalls=True)
+                time.sleep(ATTACH_SECONDS)
+                counted[side] = len(open_loop(served.url + CHAT_PATH, lambda index: body, args.rate, count, workers=32))
+                counting.stop()
+                calls[side] = syscall_calls(counting.syscall_counts)
     shutil.rmtree(folder, ignore_errors=True)
 
     def ms(side: str, seconds: float) -> float:
@@ -279,19 +282,21 @@ def main() -> None:
                              for row, samples in python[side].items()} for side in SIDES}
             names = [name for name, _ in PY_RULES] + [NO_FRAME, OTHER_PY]
             rows = [[name, *(f"{scaled[side].get(name, 0.0):.3f}" for side in SIDES),
-                     f"{scaled['gateway'].get(name, 0.0) - scaled['relay'].get(name, 0.0):+.3f}"] for name in names]
+                     f"{scaled['gateway'].get(name, 0.0) - scaled['relay'].get(name, 0.0):+.3f}",
+                     " / ".join(str(python[side][name]) for side in SIDES)] for name in names]
             rows.append(["sum (= the interpreter's row above)", *(f"{interpreter[side]:.3f}" for side in SIDES),
-                         f"{interpreter['gateway'] - interpreter['relay']:+.3f}"])
+                         f"{interpreter['gateway'] - interpreter['relay']:+.3f}",
+                         " / ".join(str(sum(python[side].values())) for side in SIDES)])
             samples = ", ".join(f"{side} {sum(python[side].values())}" for side in SIDES)
             print(f"\nThe interpreter's CPU by what it ran, ms per request (py-spy --gil shares, {samples} samples, "
                   "scaled to perf's interpreter time)")
-            print(table(["Python code", "relay", "gateway", "gateway - relay"], rows))
+            print(table(["Python code", "relay", "gateway", "gateway - relay", "samples"], rows))
             for side in SIDES:
                 for stack, samples in unmatched[side].most_common(3):
                     print(f"  {side}, {OTHER_PY.split(' (')[0]}: {samples} samples in ...{stack[-150:]}")
 
     if any(calls.values()):
-        per = {side: {name: number / max(1, strace_requests[side]) for name, number in calls[side].items()}
+        per = {side: {name: number / max(1, counted[side]) for name, number in calls[side].items()}
                for side in SIDES}
         names = sorted(set(per["relay"]) | set(per["gateway"]),
                        key=lambda name: -max(per["relay"].get(name, 0), per["gateway"].get(name, 0)))
@@ -300,8 +305,7 @@ def main() -> None:
                 if max(per["relay"].get(name, 0), per["gateway"].get(name, 0)) >= 0.05]
         rows.append(["all", *(f"{sum(per[side].values()):.2f}" for side in SIDES),
                      f"{sum(per['gateway'].values()) - sum(per['relay'].values()):+.2f}"])
-        print(f"\nSystem calls per request (strace -c -f, {strace_requests['relay']} / {strace_requests['gateway']} "
-              "requests at half the rate, rounds of their own)")
+        print("\nSystem calls per request (perf stat -e 'syscalls:sys_enter_*', one round per side of its own)")
         print(table(["system call", "relay", "gateway", "gateway - relay"], rows))
 
 
