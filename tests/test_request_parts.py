@@ -8,7 +8,8 @@ import json
 import zlib
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lockllm_wsgi.body import _check_depth_and_text, decode_body, parse_json, read_body
 from lockllm_wsgi.config import PolicySettings, ScannerSettings
