@@ -211,12 +211,7 @@ class Served:
 
     def daemon_cpu_seconds(self) -> float:
         """User plus system CPU time the mod_wsgi daemon processes have used so far."""
-        total = 0
-        for pid in self.daemon_pids():
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-        return total / os.sysconf("SC_CLK_TCK")
+        return sum(sum(cpu_seconds(f"/proc/{pid}/stat")) for pid in self.daemon_pids())
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -229,6 +224,14 @@ class Served:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
+
+
+def cpu_seconds(stat_path: str) -> tuple[float, float]:
+    """(user, system) CPU seconds from a /proc stat file: a process's (/proc/PID/stat) or one thread's."""
+    with open(stat_path) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()  # after the name, which may hold spaces and parentheses
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks  # utime, stime (fields 14 and 15 of proc(5))
 
 
 def _children(pid: int) -> list[int]:

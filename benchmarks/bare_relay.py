@@ -1,8 +1,8 @@
 """The baseline: a WSGI app that only forwards, with the gateway's own HTTP client and nothing else.
 
 It reads the body, strips the route prefix and sends the request upstream with `lockllm_wsgi.relay.Relay` (a
-urllib3 pool, preload_content=False, the same read1 loop), streaming the answer back. No body parsing, extraction, scanning,
-policy or request log: the difference between it and the gateway is what the filter costs::
+urllib3 pool, preload_content=False, the same read1 loop), streaming the answer back. No body parsing, extraction,
+scanning, policy or request log: the difference between it and the gateway is what the filter costs::
 
     application = BareRelay("/var/tmp/lockllm-bench/x/lockllm.ini")
 """

@@ -41,6 +41,7 @@ from benchmarks._harness import (
     Stack,
     chat_body,
     closed_loop,
+    cpu_seconds,
     open_loop,
     table,
 )
@@ -108,18 +109,15 @@ class Usage:
 
 def usage(pids: list[int]) -> Usage:
     total = Usage()
-    ticks = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         for task in os.listdir(f"/proc/{pid}/task"):
             try:
-                with open(f"/proc/{pid}/task/{task}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
+                user, system = cpu_seconds(f"/proc/{pid}/task/{task}/stat")
                 with open(f"/proc/{pid}/task/{task}/status") as status:
                     switches = dict(line.split(":", 1) for line in status if "ctxt_switches" in line)
             except OSError:  # a thread that ended meanwhile
                 continue
-            total = total + Usage(int(fields[11]) / ticks, int(fields[12]) / ticks,
-                                  int(switches["voluntary_ctxt_switches"]),
+            total = total + Usage(user, system, int(switches["voluntary_ctxt_switches"]),
                                   int(switches["nonvoluntary_ctxt_switches"]))
     return total
 
@@ -182,7 +180,8 @@ def spy_samples(files: list[str], unmatched: Counter[str]) -> Counter[str]:
                 if not count.isdigit():
                     continue  # py-spy writes the odd line it could not finish
                 row = NO_FRAME if not stack else next(
-                    (name for name, functions in PY_RULES if any(function in stack for function in functions)), OTHER_PY)
+                    (name for name, functions in PY_RULES if any(function in stack for function in functions)),
+                    OTHER_PY)
                 rows[row] += int(count)
                 if row == OTHER_PY:
                     unmatched[";".join(stack.split(";")[-3:])] += int(count)

@@ -123,8 +123,8 @@ def small_cap_gateway(request, scanner_server, provider_server):
     """The module's server of each kind, with a 64 KiB body cap: for the body-limit and error-document tests, and
     the metrics test, which counts only the requests it sends."""
     root = public_folder("lockllm-json-")
-    config = write_config(pathlib.Path(root), scanner_server.url_for("/v1/scan"), provider_server.url_for("").rstrip("/"),
-                          extra=f"[limits]\nmax_body_bytes = {MAX_BODY}\n")
+    config = write_config(pathlib.Path(root), scanner_server.url_for("/v1/scan"),
+                          provider_server.url_for("").rstrip("/"), extra=f"[limits]\nmax_body_bytes = {MAX_BODY}\n")
     start = running_express if request.param == "express" else running_apache2
     with start(config, root) as gateway:
         yield gateway
