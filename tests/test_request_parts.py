@@ -49,11 +49,19 @@ def test_malformed_json_is_a_400_naming_the_problem(body, code):
 _STRING_PIECES = st.sampled_from(["a", "\\ud800", "\\uDC00", "\\ud83d\\ude00", "\\\\ud800", "\\u00e9", "[", "{",
                                   "\\\"", "\\u0041", "é"])
 _JSON_STRINGS = st.lists(_STRING_PIECES, max_size=4).map(lambda parts: '"' + "".join(parts) + '"')
+
+
+def _json_object(pairs: list[tuple[str, str]]) -> str:
+    # One member per key as decoded ("\\u00e9" and "é" are the same key): a repeated key is refused before any walk,
+    # which is not what this property compares.
+    members = {json.loads(key): f"{key}:{value}" for key, value in pairs}
+    return "{" + ",".join(members.values()) + "}"
+
+
 _JSON_VALUES = st.recursive(
     _JSON_STRINGS | st.sampled_from(["1", "true", "null"]),
     lambda inner: st.lists(inner, max_size=3).map(lambda items: "[" + ",".join(items) + "]")
-    | st.lists(st.tuples(_JSON_STRINGS, inner), max_size=3).map(
-        lambda pairs: "{" + ",".join(f"{key}:{value}" for key, value in dict(pairs).items()) + "}"),
+    | st.lists(st.tuples(_JSON_STRINGS, inner), max_size=3).map(_json_object),
     max_leaves=12)
 
 
