@@ -4,9 +4,13 @@ Calls the app directly with a built environ, against the fake scanner and provid
 application's own cost per request. A miss cannot cost less than its scan call, so the same run also times that
 call alone, one fresh text posted to the fake scanner: with a bare urllib3 pool (the least any HTTP client pays)
 and with a requests session as the gateway sends it (the client the product card names), and prints what a miss
-adds beyond it::
+adds beyond it.
 
-    /opt/lockllm-venv/bin/python benchmarks/callloop.py [--count 2000] [--profile hit|miss|relay]
+By default the loop is closed (the next request as soon as one ends): the process's CPU per request. With
+`--pause-ms N` each request starts N ms after the last one ended, as for a client below saturation: work the
+gateway leaves until after the answer (a miss's verdict cache write) runs in the pause, as it does in service::
+
+    /opt/lockllm-venv/bin/python benchmarks/callloop.py [--count 2000] [--pause-ms 3] [--profile hit|miss|relay]
 """
 
 from __future__ import annotations
@@ -43,20 +47,29 @@ def call(app, body: bytes) -> None:
         getattr(result, "close", lambda: None)()
 
 
-def loop(app, bodies) -> list[float]:
+def timed(send, items, pause: float = 0.0) -> list[float]:
+    """Seconds each `send(item)` took, with `pause` seconds after each."""
     times = []
-    for body in bodies:
+    for item in items:
         started = time.perf_counter()
-        call(app, body)
+        send(item)
         times.append(time.perf_counter() - started)
+        if pause:
+            time.sleep(pause)
     return times
+
+
+def loop(app, bodies, pause: float = 0.0) -> list[float]:
+    return timed(lambda body: call(app, body), bodies, pause)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="between requests (default: a closed loop)")
     parser.add_argument("--profile", choices=("hit", "miss", "relay"))
     args = parser.parse_args()
+    pause = args.pause_ms / 1000
     run = secrets.token_hex(4)
     with Stack() as stack:
         import logging
@@ -74,12 +87,12 @@ def main() -> None:
                 loop(app, bodies)
             print(profiler.output_text(unicode=False, color=False, show_all=False))
             return
-        results = {name: median(loop(app, bodies)) for name, (app, bodies) in cases.items()}
+        results = {name: median(loop(app, bodies, pause)) for name, (app, bodies) in cases.items()}
         rows = [[name, f"{value * 1000:.3f}", f"{(value - results['relay']) * 1000:+.3f}"]
                 for name, value in results.items()]
         print(table(["case", "median ms", "vs relay ms"], rows))
         scan_url = stack.scanner_url + "/v1/scan"
-        floors = {name: median(scan_calls(post, scan_url, run, args.count))
+        floors = {name: median(scan_calls(post, scan_url, run, args.count, pause))
                   for name, post in (("urllib3", urllib3_post()), ("requests", requests_post()))}
         added = results["miss"] - results["relay"]
         print(table(["a miss's scan call alone", "median ms", "miss over relay, beyond it, ms"],
@@ -87,17 +100,12 @@ def main() -> None:
                      for name, value in floors.items()]))
 
 
-def scan_calls(post, url: str, run: str, count: int) -> list[float]:
+def scan_calls(post, url: str, run: str, count: int, pause: float = 0.0) -> list[float]:
     """Times `count` scan calls of fresh texts shaped as the gateway's (JSON input, key), the first 50 unmeasured."""
     headers = {"Authorization": f"Bearer {SCANNER_KEY}", "Content-Type": "application/json"}
     bodies = [json.dumps({"input": f"Unique floor {run} {index}: summarise this."}).encode()
               for index in range(count + 50)]
-    times = []
-    for body in bodies:
-        started = time.perf_counter()
-        post(url, body, headers)
-        times.append(time.perf_counter() - started)
-    return times[50:]
+    return timed(lambda body: post(url, body, headers), bodies, pause)[50:]
 
 
 def urllib3_post():

@@ -246,9 +246,12 @@ class GatewayApp:
     def _scan(self, units: list[ScanUnit], record: RequestRecord, scanner: ScannerSettings) -> list[Verdict] | None:
         """The verdicts, or None when the scanner is unavailable and the fail mode is open; 503 when closed."""
         scan_started = time.monotonic()
+        held = self.scanner.hold_writes()
+        if held is not None:
+            record.after_answer = held.release  # by _finish: cache writes wait until the answer is sent
         try:
-            verdicts = self.scanner.scan([unit.text for unit in units],
-                                         deadline=scan_started + self.settings.scanner.timeout, settings=scanner)
+            verdicts = self.scanner.scan([unit.text for unit in units], deadline=scan_started
+                                         + self.settings.scanner.timeout, settings=scanner, held=held)
         except ScannerUnavailable as problem:
             record.scan_ms = round((time.monotonic() - scan_started) * 1000, 2)
             record.scanner_problem = str(problem)
@@ -385,13 +388,16 @@ class GatewayApp:
         return _LoggedBody([body], record, started, self._finish)
 
     def _finish(self, record: RequestRecord) -> None:
-        """Everything that follows a finished request: the log line, the audit record, the metrics."""
+        """Everything that follows a finished request: the log line, the audit record, the metrics, and the
+        verdict cache writes its scans held back."""
         fields = record.fields()
         try:
             self.metrics.observe(record, getattr(self.scanner, "retries_total", None))
             self.audit.write(fields)
         finally:
             log_request(fields)
+            if record.after_answer is not None:
+                record.after_answer()
 
     @staticmethod
     def _gateway_headers(record: RequestRecord) -> list[tuple[str, str]]:

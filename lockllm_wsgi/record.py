@@ -11,11 +11,12 @@ Fields left unset (None) are left out of `fields()`, except the first six, which
 from __future__ import annotations
 
 from dataclasses import dataclass, fields as dataclass_fields
+from typing import Callable
 
 # Every line names these, set or not: an operator greps for `"route": null` as readily as for a route.
 _ALWAYS = frozenset({"request_id", "method", "route", "client", "user", "identity"})
 # Carried for later steps of the request, never written out.
-_NOT_LOGGED = frozenset({"proxy_headers", "system_texts", "judged_with", "output_mode"})
+_NOT_LOGGED = frozenset({"proxy_headers", "system_texts", "judged_with", "output_mode", "after_answer"})
 
 
 @dataclass
@@ -44,8 +45,8 @@ class RequestRecord:
     scanner_request_id: str | None = None
     # The text that triggered a block: kept in the audit file only with `[audit] log_prompts = on`, never logged.
     prompt: str | None = None
-    findings: list[str] | None = None
-    pii_stripped: int | None = None  # texts relayed with LockLLM's redacted text in place (pii_action = strip)  # LockLLM's findings besides injection, blocking or allowed with a warning
+    findings: list[str] | None = None  # LockLLM's findings besides injection, blocking or allowed with a warning
+    pii_stripped: int | None = None  # texts relayed with LockLLM's redacted text in place (pii_action = strip)
     # LockLLM Proxy Mode's response headers for this request's verdict (proxy_headers.py); sent, not logged.
     proxy_headers: tuple[tuple[str, str], ...] = ()
     # The request's system and developer texts, for the output guard's leak check; never logged.
@@ -53,6 +54,8 @@ class RequestRecord:
     # (scanner settings, threshold) the request was judged with, which its answer is judged with too; not logged.
     judged_with: tuple | None = None
     output_mode: str = "off"  # the output guard's mode for this request (route, named policy or [output]); not logged
+    # What runs once the answer is sent (app.py: the verdict cache writes of this request's scans); not logged.
+    after_answer: Callable[[], None] | None = None
     output: str | None = None  # the output guard: pass, flagged, blocked, fail_open, fail_closed, unjudged
     output_findings: list[str] | None = None
     output_trigger: str | None = None  # where in the answer (choices[0], content[1], ...)

@@ -32,7 +32,7 @@ from .config import ScannerSettings
 from .breaker import CircuitBreaker
 from .offline_scan import OfflineScanner
 from .verdict import ScannerUnavailable, Verdict, parse_block, parse_verdict
-from .verdict_cache import BackgroundWriter, UncachedSession, open_verdict_store
+from .verdict_cache import BackgroundWriter, HeldWrites, UncachedSession, open_verdict_store
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,9 @@ class LockLLMScanner:
         # The key's identity (never the key) goes into every cache key: a verdict paid for by one account is not
         # served to another configuration.
         key_identity = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16]
-        # Verdicts are stored after the answer, by one writer thread: the 0.3-0.5 ms of a cache write is not on
-        # the request's time, and this process's repeats are answered by the memo meanwhile.
+        # Verdicts are stored by one writer thread, after the request's answer where the caller holds its writes
+        # (hold_writes): the 0.5 ms of a cache write is not on the request's time, and this process's repeats are
+        # answered by the memo meanwhile.
         self.writer = BackgroundWriter() if settings.cache != "off" else None
         # The verdict cache (requests-cache's storage, looked up and written directly: verdict_cache.VerdictStore)
         # and the session that asks LockLLM when it has no verdict.
@@ -142,7 +143,7 @@ class LockLLMScanner:
         # A scanner failing again and again is not waited for on every request (breaker.py); cached verdicts still go.
         self.breaker = CircuitBreaker()
         self._scan_guarded = self.breaker.guard(
-            self._scan_piece, lambda text, asked: self._stored(text, asked, *self._request(text, asked))[0],
+            self._scan_piece, lambda text, asked, held: self._stored(text, asked, *self._request(text, asked))[0],
             budget=settings.timeout)
 
     def _memo_key(self, text: str, asked: dict[str, str]) -> bytes:
@@ -178,9 +179,16 @@ class LockLLMScanner:
             while len(self._memo) > DEFAULT_MEMO_ENTRIES:
                 self._memo.popitem(last=False)
 
-    def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None) -> list[Verdict]:
+    def hold_writes(self) -> HeldWrites | None:
+        """A request's hold on the verdict cache writes of its scans, to `release()` once its answer is sent; None
+        without a cache."""
+        return self.writer.hold() if self.writer is not None and self.store is not None else None
+
+    def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None,
+             held: HeldWrites | None = None) -> list[Verdict]:
         """One verdict per text, in order; raises ScannerUnavailable if any text cannot be judged in time.
-        `settings` are this request's, when a client's X-LockLLM-* headers changed what LockLLM checks."""
+        `settings` are this request's, when a client's X-LockLLM-* headers changed what LockLLM checks; `held`
+        (hold_writes) keeps the fresh verdicts' cache writes until the caller releases it."""
         asked = self._asked if settings is None or settings is self.settings else scan_headers(settings)
         jobs = [pieces(text) for text in texts]
         # A text repeated within the request (a resent tool result, the same file twice) is scanned once, and one
@@ -190,7 +198,7 @@ class LockLLMScanner:
             if piece not in judged:
                 remembered = self._recall(piece, asked)
                 judged[piece] = (remembered if remembered is not None
-                                 else self._pool.submit(self._scan_guarded, piece, deadline, asked))
+                                 else self._pool.submit(self._scan_guarded, piece, deadline, asked, held))
         futures = [value for value in judged.values() if isinstance(value, Future)]
         if futures:
             self._wait(futures, deadline)
@@ -254,7 +262,7 @@ class LockLLMScanner:
         self._remember(text, asked, verdict, stored.expires)
         return replace(verdict, cached=True), key
 
-    def _scan_piece(self, text: str, deadline: float, asked: dict[str, str]) -> Verdict:
+    def _scan_piece(self, text: str, deadline: float, asked: dict[str, str], held: HeldWrites | None) -> Verdict:
         body, headers = self._request(text, asked)
         stored, key = self._stored(text, asked, body, headers)
         if stored is not None:
@@ -283,7 +291,7 @@ class LockLLMScanner:
                         verdict = parse_verdict(data)
                         self.account_problem = None
                         if key is not None:  # only a verdict the parser accepted is kept (scrubbed: verdict_cache)
-                            self.store.save(key, response)
+                            self.store.save(key, response, held)
                         self._remember(text, asked, verdict, None)
                         return replace(verdict, cached=False)
                     status = response.status_code

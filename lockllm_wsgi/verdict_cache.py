@@ -73,6 +73,8 @@ class BackgroundWriter:
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._holds = 0  # HeldWrites not yet released: their writes are still to come
+        self._holds_changed = threading.Condition()
 
     def submit(self, write: Callable[[], None]) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -84,6 +86,17 @@ class BackgroundWriter:
             self._queue.put_nowait(write)
         except queue.Full:
             log.debug('{"event": "cache_write_dropped", "queued": %d}', self._queue.maxsize)
+
+    def hold(self) -> HeldWrites:
+        """A request's hold on its writes (HeldWrites), counted until released: flush waits for it."""
+        with self._holds_changed:
+            self._holds += 1
+        return HeldWrites(self.submit, self._released)
+
+    def _released(self) -> None:
+        with self._holds_changed:
+            self._holds -= 1
+            self._holds_changed.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -98,18 +111,57 @@ class BackgroundWriter:
                 self._queue.task_done()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued write is done (tests, shutdown); False if `timeout` passed first."""
+        """Wait until every write so far is done, the held ones included (tests); False if `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._holds_changed:
+            if not self._holds_changed.wait_for(lambda: not self._holds, timeout):
+                return False
+        return self._drain(max(0.0, deadline - time.monotonic()))
+
+    def _drain(self, timeout: float) -> bool:
         with self._queue.all_tasks_done:
             return self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
 
     def close(self, timeout: float = 1.0) -> None:
-        """Finish the queued writes (up to `timeout`) and stop the thread."""
+        """Finish the queued writes (up to `timeout`) and stop the thread. Writes still held (a request that has
+        not ended) are not waited for: released later, they start the thread again."""
         if self._thread is not None and self._thread.is_alive():
-            self.flush(timeout)
+            self._drain(timeout)
             try:
                 self._queue.put_nowait(None)
             except queue.Full:
                 pass
+
+
+class HeldWrites:
+    """One request's cache writes, held until its answer is sent (app.py), then queued for the writer.
+
+    Queued as each verdict arrived, the writer thread took the GIL from the request it belonged to just as the
+    request went on to the provider: 0.5-0.9 ms of a cache miss (docs/benchmarks.md, round six). A write that comes
+    after the release (a scan worker that outlived its request's deadline) is queued at once."""
+
+    def __init__(self, submit: Callable[[Callable[[], None]], None], released: Callable[[], None]):
+        self._submit = submit  # the writer's queue
+        self._on_release = released
+        self._held: list[Callable[[], None]] = []
+        self._released = False
+        self._lock = threading.Lock()
+
+    def submit(self, write: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._released:
+                self._held.append(write)
+                return
+        self._submit(write)
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            held, self._held, self._released = self._held, [], True
+        for write in held:
+            self._submit(write)
+        self._on_release()
 
 
 def _scrub(entry: dict) -> dict:
@@ -172,18 +224,21 @@ class _Forgiving:
     def _load(self, key: str):
         return self.responses.get(key)
 
-    def save_response(self, response, cache_key=None, expires=None):
+    def save_response(self, response, cache_key=None, expires=None,
+                      writer: BackgroundWriter | HeldWrites | None = None):
+        """requests-cache's save, by `writer` (else this cache's writer thread, else at once)."""
         def write():
             self._guarded("write", lambda: super(_Forgiving, self).save_response(response, cache_key, expires))
 
-        if self.writer is None:
+        writer = writer or self.writer
+        if writer is None:
             return write()
         # The key is already computed, so the queued response need not keep the prompt (the request body) alive.
         if cache_key is not None and getattr(response, "request", None) is not None:
             request = response.request.copy()
             request.body = None
             response.request = request
-        self.writer.submit(write)
+        writer.submit(write)
 
     def delete(self, *args, **kwargs):
         self._guarded("delete", lambda: super(_Forgiving, self).delete(*args, **kwargs))
@@ -305,6 +360,7 @@ class VerdictStore:
         key = store.key(url, headers, body)
         cached = store.lookup(key)            # CachedResponse or None
         store.save(key, response)             # after parse_verdict accepted it; queued for the writer thread
+        store.save(key, response, held)       # ... or held until the request's answer is sent (HeldWrites)
     """
 
     def __init__(self, backend: BaseCache, key_identity: str, ttl: float):
@@ -318,9 +374,10 @@ class VerdictStore:
     def lookup(self, key: str):
         return self.backend.get_verdict(key)  # type: ignore[attr-defined]
 
-    def save(self, key: str, response: requests.Response) -> None:
+    def save(self, key: str, response: requests.Response, held: HeldWrites | None = None) -> None:
+        """Store `response` under `key`, by the writer thread (`held`: once the request's answer is sent)."""
         expires = datetime.now(timezone.utc) + timedelta(seconds=self.ttl)
-        self.backend.save_response(response, cache_key=key, expires=expires)
+        self.backend.save_response(response, cache_key=key, expires=expires, writer=held)
 
     def close(self) -> None:
         self.backend.close()

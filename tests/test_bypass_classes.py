@@ -651,7 +651,7 @@ def test_a_text_sent_to_no_scanner_before_the_deadline_is_never_a_fail_open(make
     ("not attempted") before the request looked at its scans, and the request was relayed unscanned."""
     scanner = make_gateway(scanner_extra="fail_mode = open").app.scanner
     with pytest.raises(ScannerUnavailable) as caught:
-        scanner._scan_piece("fresh text", time.monotonic() - 1, scanner._asked)
+        scanner._scan_piece("fresh text", time.monotonic() - 1, scanner._asked, None)
     assert caught.value.caused_by_request
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import sqlite3
 import threading
 
 from lockllm_wsgi.verdict_cache import BackgroundWriter
@@ -40,3 +43,38 @@ def test_a_failing_write_does_not_stop_the_writer():
     assert writer.flush(5)
     writer.close()
     assert done == ["next"]
+
+
+def test_held_writes_wait_for_their_release_and_flush_waits_for_them():
+    writer = BackgroundWriter()
+    done: list[str] = []
+    held = writer.hold()
+    held.submit(lambda: done.append("held"))
+    assert not writer.flush(0.05) and done == []  # nothing written while the request's answer is going out
+    held.release()
+    assert writer.flush(5) and done == ["held"]
+    held.submit(lambda: done.append("late"))  # a scan that outlived its request: written at once
+    held.release()  # a second release changes nothing
+    assert writer.flush(5) and done == ["held", "late"]
+    writer.close()
+
+
+def _stored_verdicts(cache: str) -> int:
+    with sqlite3.connect(cache) as connection:
+        return connection.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+def test_a_fresh_verdict_is_stored_once_the_answer_is_sent(make_gateway, provider, tmp_path):
+    """Stored as it arrived, the verdict's write took the GIL from the request going on to the provider."""
+    provider.expect_request("/v1/chat/completions").respond_with_json({"id": "x", "choices": []})
+    cache = tmp_path / "verdicts.sqlite"
+    app = make_gateway(scanner_extra=f"cache = sqlite:///{cache}").app
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "a fresh text"}]}).encode()
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/openai/v1/chat/completions", "CONTENT_LENGTH": str(len(body)),
+               "CONTENT_TYPE": "application/json", "REMOTE_ADDR": "127.0.0.1", "wsgi.input": io.BytesIO(body)}
+    answer = app(environ, lambda status, headers, exc_info=None: None)
+    assert json.loads(b"".join(answer)) == {"id": "x", "choices": []}
+    assert app.scanner.writer._drain(5)  # whatever was queued is written: nothing was
+    assert _stored_verdicts(cache) == 0
+    answer.close()  # the server is done sending the answer
+    assert app.scanner.flush() and _stored_verdicts(cache) == 1
