@@ -1,9 +1,10 @@
 """Where a cache miss's time goes, phase by phase: the call loop of callloop.py on fresh texts, with the scan
 client's steps timestamped (the request thread hands the text to a scan worker, which looks the verdict cache up,
 sends the scan call through the requests session and hands the verdict back), and the same again with the
-verdict cache's writes dropped, to show what the writer thread's work costs the request that queued it::
+verdict cache's writes dropped, to show what the writer thread's work costs the requests around it (a closed loop
+by default; `--pause-ms N` leaves N ms between requests, as callloop.py does)::
 
-    /opt/lockllm-venv/bin/python benchmarks/miss_phases.py [--count 600]
+    /opt/lockllm-venv/bin/python benchmarks/miss_phases.py [--count 600] [--pause-ms 3]
 
 Medians over the requests after the first 100; same run, same fakes.
 """
@@ -65,7 +66,7 @@ def timestamped(marks: dict[str, list[float]]):
             setattr(owner, name, original)
 
 
-def phases(stack: Stack, count: int, writes: bool) -> dict[str, float]:
+def phases(stack: Stack, count: int, writes: bool, pause: float) -> dict[str, float]:
     marks: dict[str, list[float]] = {name: [] for phase in PHASES for name in phase[:2]}
     run = secrets.token_hex(4)
     submit = verdict_cache.BackgroundWriter.submit
@@ -78,6 +79,8 @@ def phases(stack: Stack, count: int, writes: bool) -> dict[str, float]:
                 marks["request start"].append(time.perf_counter())
                 call(app, chat_body(f"Unique prompt {run} {index}: summarise this."))
                 marks["request end"].append(time.perf_counter())
+                if pause:
+                    time.sleep(pause)
     finally:
         verdict_cache.BackgroundWriter.submit = submit
     result = {label: statistics.median(b - a for a, b in zip(marks[start][SKIPPED:], marks[end][SKIPPED:]))
@@ -90,10 +93,13 @@ def phases(stack: Stack, count: int, writes: bool) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=600)
+    parser.add_argument("--pause-ms", type=float, default=0.0, help="between requests (default: a closed loop)")
     args = parser.parse_args()
+    pause = args.pause_ms / 1000
     with Stack() as stack:
         logging.getLogger("lockllm_wsgi.requests").addHandler(logging.NullHandler())  # log cost stays, no tty
-        stored, unstored = phases(stack, args.count, writes=True), phases(stack, args.count, writes=False)
+        stored, unstored = (phases(stack, args.count, writes=True, pause=pause),
+                            phases(stack, args.count, writes=False, pause=pause))
     rows = [[label, f"{stored[label] * 1000:.3f}", f"{unstored[label] * 1000:.3f}"] for label in stored]
     print(table(["phase of a miss", "median ms", "writes dropped, ms"], rows))
 
