@@ -33,7 +33,7 @@ PHASES = [
     ("scan asked", "worker starts", "hand-off to a scan worker"),
     ("worker starts", "scan call sent", "cache key, SQLite lookup, request prepared"),
     ("scan call sent", "verdict received", "the scan call (requests session, fake scanner)"),
-    ("verdict received", "worker ends", "verdict parsed, queued for the writer, memoised"),
+    ("verdict received", "worker ends", "verdict parsed, held for the writer, memoised"),
     ("worker ends", "scan returns", "hand-off back to the request thread"),
     ("scan returns", "request end", "policy, relay, request log line, metrics"),
 ]

@@ -248,7 +248,8 @@ class GatewayApp:
         scan_started = time.monotonic()
         held = self.scanner.hold_writes()
         if held is not None:
-            record.after_answer = held.release  # by _finish: cache writes wait until the answer is sent
+            # The input scans' cache writes wait until the answer is sent (and judged, in audit mode): _finish.
+            record.after_answer = held.release
         try:
             verdicts = self.scanner.scan([unit.text for unit in units], deadline=scan_started
                                          + self.settings.scanner.timeout, settings=scanner, held=held)
@@ -390,12 +391,14 @@ class GatewayApp:
     def _finish(self, record: RequestRecord) -> None:
         """Everything that follows a finished request: the log line, the audit record, the metrics, and the
         verdict cache writes its scans held back."""
-        fields = record.fields()
         try:
-            self.metrics.observe(record, getattr(self.scanner, "retries_total", None))
-            self.audit.write(fields)
+            fields = record.fields()
+            try:
+                self.metrics.observe(record, getattr(self.scanner, "retries_total", None))
+                self.audit.write(fields)
+            finally:
+                log_request(fields)
         finally:
-            log_request(fields)
             if record.after_answer is not None:
                 record.after_answer()
 

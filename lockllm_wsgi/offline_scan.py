@@ -68,7 +68,7 @@ class OfflineScanner:
         return None
 
     def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None,
-             held: None = None) -> list[Verdict]:
+             held: object | None = None) -> list[Verdict]:
         """One verdict per text; ScannerUnavailable (never a fail-open: the load is the clients') when the model
         cannot score every fresh text before `deadline`. `held` is LockLLMScanner's: nothing to hold here."""
         model_scores = self._model_scores(texts, deadline) if self.model is not None else [None] * len(texts)

@@ -108,8 +108,8 @@ class LockLLMScanner:
         # served to another configuration.
         key_identity = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16]
         # Verdicts are stored by one writer thread, after the request's answer where the caller holds its writes
-        # (hold_writes): the 0.5 ms of a cache write is not on the request's time, and this process's repeats are
-        # answered by the memo meanwhile.
+        # (hold_writes): a cache write is not on the request's time, and this process's repeats are answered by the
+        # memo meanwhile.
         self.writer = BackgroundWriter() if settings.cache != "off" else None
         # The verdict cache (requests-cache's storage, looked up and written directly: verdict_cache.VerdictStore)
         # and the session that asks LockLLM when it has no verdict.
@@ -181,8 +181,11 @@ class LockLLMScanner:
 
     def hold_writes(self) -> HeldWrites | None:
         """A request's hold on the verdict cache writes of its scans, to `release()` once its answer is sent; None
-        without a cache."""
-        return self.writer.hold() if self.writer is not None and self.store is not None else None
+        without a cache, and with Redis: no memo stands in front of it, so until the answer ended (a stream's, minutes)
+        every repeat of the text would pay a scan."""
+        if self.writer is None or self.store is None or self._memo is None:
+            return None
+        return self.writer.hold()
 
     def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None,
              held: HeldWrites | None = None) -> list[Verdict]:

@@ -51,8 +51,9 @@ def _without_quotes(key: str, value: object) -> object:
 DEFAULT_BUSY_TIMEOUT_MS = 2000
 # Redis keys of the verdict cache start with this, so one Redis can serve other applications too.
 REDIS_NAMESPACE = "lockllm_wsgi:verdicts"
-# Verdicts waiting for the background writer. Storing one costs 0.3-0.5 ms (cattrs, JSON, an SQLite write), so it
-# happens after the answer; when this many are waiting the newest is dropped (a later miss, never a wrong verdict).
+# Batches of verdicts waiting for the background writer (one batch: a verdict, or a request's held verdicts).
+# Storing a verdict costs about 0.3 ms of CPU (requests-cache's model, cattrs, JSON, an SQLite write), so it happens
+# off the request; when this many batches are waiting the newest is dropped (a later miss, never a wrong verdict).
 DEFAULT_WRITE_QUEUE = 256
 # Daemon processes that open a new cache file at the same moment race to switch it to WAL, and SQLite answers
 # "database is locked" to the losers at once (the busy timeout does not apply): each tries again this many times,
@@ -67,46 +68,53 @@ READER_CACHE_KIB = 256
 class BackgroundWriter:
     """One thread that runs cache writes after the request has moved on; a full queue drops the write.
 
-    Started on first use, so a process forked after construction gets its own thread."""
+    Started on first use, so a process forked after construction gets its own thread; once closed, it drops what
+    it is given (a scan that outlived a replaced gateway must not reopen the cache it closed)."""
 
     def __init__(self, maxsize: int = DEFAULT_WRITE_QUEUE):
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize)
+        self._queue: queue.Queue[tuple[Callable[[], None], ...] | None] = queue.Queue(maxsize)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._holds = 0  # HeldWrites not yet released: their writes are still to come
+        self._closed = False
+        self._holds = 0  # HeldWrites holding writes not yet released
         self._holds_changed = threading.Condition()
 
-    def submit(self, write: Callable[[], None]) -> None:
+    def submit(self, *writes: Callable[[], None]) -> None:
+        """Queue `writes`, run in order as one batch."""
+        if self._closed:
+            log.debug('{"event": "cache_write_dropped", "reason": "closed"}')
+            return
         if self._thread is None or not self._thread.is_alive():
             with self._start_lock:
                 if self._thread is None or not self._thread.is_alive():
                     self._thread = threading.Thread(target=self._run, name="lockllm-cache-writer", daemon=True)
                     self._thread.start()
         try:
-            self._queue.put_nowait(write)
+            self._queue.put_nowait(writes)
         except queue.Full:
             log.debug('{"event": "cache_write_dropped", "queued": %d}', self._queue.maxsize)
 
     def hold(self) -> HeldWrites:
-        """A request's hold on its writes (HeldWrites), counted until released: flush waits for it."""
-        with self._holds_changed:
-            self._holds += 1
-        return HeldWrites(self.submit, self._released)
+        """A request's hold on its writes, to release once its answer is sent (HeldWrites)."""
+        return HeldWrites(self)
 
-    def _released(self) -> None:
+    def _count_hold(self, change: int) -> None:
+        """HeldWrites' count of holds with writes in them, which flush waits for."""
         with self._holds_changed:
-            self._holds -= 1
+            self._holds += change
             self._holds_changed.notify_all()
 
     def _run(self) -> None:
         while True:
-            write = self._queue.get()
+            writes = self._queue.get()
             try:
-                if write is None:
+                if writes is None:
                     return
-                write()  # guarded by the backend: a failed write is logged, never raised
-            except Exception:  # noqa: BLE001 - the writer thread must outlive any one bad write
-                log.exception("cache write failed")
+                for write in writes:
+                    try:
+                        write()  # guarded by the backend: a failed write is logged, never raised
+                    except Exception:  # noqa: BLE001 - the writer thread must outlive any one bad write
+                        log.exception("cache write failed")
             finally:
                 self._queue.task_done()
 
@@ -123,8 +131,9 @@ class BackgroundWriter:
             return self._queue.all_tasks_done.wait_for(lambda: not self._queue.unfinished_tasks, timeout)
 
     def close(self, timeout: float = 1.0) -> None:
-        """Finish the queued writes (up to `timeout`) and stop the thread. Writes still held (a request that has
-        not ended) are not waited for: released later, they start the thread again."""
+        """Finish the queued writes (up to `timeout`) and stop the thread; writes given later are dropped. Writes
+        still held (a request that has not ended) are not waited for."""
+        self._closed = True
         if self._thread is not None and self._thread.is_alive():
             self._drain(timeout)
             try:
@@ -134,34 +143,36 @@ class BackgroundWriter:
 
 
 class HeldWrites:
-    """One request's cache writes, held until its answer is sent (app.py), then queued for the writer.
+    """One request's verdict cache writes, held until its answer is sent (app.py), then queued as one batch.
 
-    Queued as each verdict arrived, the writer thread took the GIL from the request it belonged to just as the
-    request went on to the provider: 0.5-0.9 ms of a cache miss (docs/benchmarks.md, round six). A write that comes
-    after the release (a scan worker that outlived its request's deadline) is queued at once."""
+    Queued as each verdict arrived, a write made the writer thread take the GIL from the request it belonged to,
+    just as the request went on to the provider: 0.5-0.9 ms of a cache miss (docs/benchmarks.md, round six). One
+    batch, so a request of many fresh texts is not cut short by the writer's queue. A write that comes after the
+    release (a scan worker that outlived its request's deadline) is queued at once."""
 
-    def __init__(self, submit: Callable[[Callable[[], None]], None], released: Callable[[], None]):
-        self._submit = submit  # the writer's queue
-        self._on_release = released
+    def __init__(self, writer: BackgroundWriter):
+        self._writer = writer
         self._held: list[Callable[[], None]] = []
-        self._released = False
+        self._open = True
         self._lock = threading.Lock()
 
     def submit(self, write: Callable[[], None]) -> None:
         with self._lock:
-            if not self._released:
+            if self._open:
+                if not self._held:
+                    self._writer._count_hold(1)
                 self._held.append(write)
                 return
-        self._submit(write)
+        self._writer.submit(write)
 
     def release(self) -> None:
         with self._lock:
-            if self._released:
-                return
-            held, self._held, self._released = self._held, [], True
-        for write in held:
-            self._submit(write)
-        self._on_release()
+            held, self._held, self._open = self._held, [], False
+        if held:
+            try:
+                self._writer.submit(*held)
+            finally:
+                self._writer._count_hold(-1)
 
 
 def _scrub(entry: dict) -> dict:
@@ -230,10 +241,11 @@ class _Forgiving:
         def write():
             self._guarded("write", lambda: super(_Forgiving, self).save_response(response, cache_key, expires))
 
-        writer = writer or self.writer
+        writer = writer if writer is not None else self.writer
         if writer is None:
             return write()
-        # The key is already computed, so the queued response need not keep the prompt (the request body) alive.
+        # The key is already computed, so the held or queued response need not keep the prompt (the request body)
+        # alive.
         if cache_key is not None and getattr(response, "request", None) is not None:
             request = response.request.copy()
             request.body = None
@@ -349,7 +361,7 @@ def verdict_key(method: str, url: str, key_identity: str, headers, body: bytes) 
 
 
 class VerdictStore:
-    """The verdict cache as the scan client uses it: look a verdict up, store a fresh one after the answer.
+    """The verdict cache as the scan client uses it: look a verdict up, store a fresh one off the request.
 
     The storage is requests-cache's (its SQLite or Redis backend, its CachedResponse model, the scrubbing JSON
     serializer above, its expiry); what is left out is CachedSession's per-request machinery (cache policy from
@@ -386,7 +398,7 @@ class VerdictStore:
 def open_verdict_store(settings: ScannerSettings, key_identity: str,
                        writer: BackgroundWriter | None = None) -> tuple[VerdictStore | None, str | None]:
     """(the verdict store for `settings.cache`, None); (None, why) if the cache cannot be opened (logged), and the
-    scans go uncached. With a `writer`, verdicts are stored by its thread after the answer."""
+    scans go uncached. With a `writer`, verdicts are stored by its thread."""
     try:
         backend = open_backend(settings)
     except (OSError, sqlite3.Error) as error:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ from werkzeug.wrappers import Response
 
 from lockllm_wsgi import create_app
 from lockllm_wsgi.config import ConfigError, load_settings
-from support.fakes import ATTACK
+from support.fakes import ATTACK, closed_port
 from support.gateway import write_config
 
 CHAT = "/openai/v1/chat/completions"
@@ -98,12 +97,6 @@ def test_scanner_retries_are_counted(make_gateway, provider, scanner, request_lo
     gateway = make_gateway()
     assert chat(gateway, "hello").status_code == 200
     assert scrape(gateway, request_log_lines, 1)[("lockllm_scanner_retries_total", ())] == 1.0
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_readyz_reports_each_check(make_gateway, tmp_path):

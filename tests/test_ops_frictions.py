@@ -5,7 +5,6 @@ version the SDK already sends."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -16,12 +15,7 @@ from lockllm_wsgi.advice import config_warnings
 from lockllm_wsgi.cli import main
 from lockllm_wsgi.config import load_settings
 from lockllm_wsgi.relay import UpstreamError
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from support.fakes import closed_port
 
 
 def test_the_cause_of_a_502_is_logged_not_sent(make_gateway, scanner, request_log_lines):

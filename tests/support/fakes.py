@@ -4,6 +4,7 @@ pytest-httpserver that stops at once."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
 from pytest_httpserver import HTTPServer
@@ -32,6 +33,13 @@ def scanner_verdict(request: Request) -> Response:
         "safe": not unsafe, "label": 1 if unsafe else 0, "confidence": 97 if unsafe else 99,
         "injection": 97 if unsafe else 2, "request_id": "scan_123",
     }), content_type="application/json")
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound for a moment and let go, so a connection to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def scans(server: HTTPServer) -> list[dict]:
