@@ -6,6 +6,7 @@ import io
 import json
 import sqlite3
 import threading
+from contextlib import closing
 
 import pytest
 import requests
@@ -87,7 +88,7 @@ def test_a_closed_writer_drops_what_it_is_given_and_is_not_started_again():
 
 
 def _stored_verdicts(cache: str) -> int:
-    with sqlite3.connect(cache) as connection:
+    with closing(sqlite3.connect(cache)) as connection:  # a connection's own `with` does not close it
         return connection.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
