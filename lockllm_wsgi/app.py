@@ -246,13 +246,11 @@ class GatewayApp:
     def _scan(self, units: list[ScanUnit], record: RequestRecord, scanner: ScannerSettings) -> list[Verdict] | None:
         """The verdicts, or None when the scanner is unavailable and the fail mode is open; 503 when closed."""
         scan_started = time.monotonic()
-        held = self.scanner.hold_writes()
-        if held is not None:
-            # The input scans' cache writes wait until the answer is sent (and judged, in audit mode): _finish.
-            record.after_answer = held.release
         try:
+            # The input scans' cache writes wait until the answer is sent (and judged, in audit mode): _finish.
             verdicts = self.scanner.scan([unit.text for unit in units], deadline=scan_started
-                                         + self.settings.scanner.timeout, settings=scanner, held=held)
+                                         + self.settings.scanner.timeout, settings=scanner,
+                                         after_answer=record.after_answer)
         except ScannerUnavailable as problem:
             record.scan_ms = round((time.monotonic() - scan_started) * 1000, 2)
             record.scanner_problem = str(problem)
@@ -399,8 +397,8 @@ class GatewayApp:
             finally:
                 log_request(fields)
         finally:
-            if record.after_answer is not None:
-                record.after_answer()
+            for run in record.after_answer:
+                run()
 
     @staticmethod
     def _gateway_headers(record: RequestRecord) -> list[tuple[str, str]]:

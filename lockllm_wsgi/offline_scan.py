@@ -63,14 +63,11 @@ class OfflineScanner:
         self._memo_lock = threading.Lock()
         self.retries_total = 0
 
-    def hold_writes(self) -> None:
-        """Nothing is written per verdict here (LockLLMScanner.hold_writes holds its cache writes)."""
-        return None
-
     def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None,
-             held: object | None = None) -> list[Verdict]:
+             after_answer: list | None = None) -> list[Verdict]:
         """One verdict per text; ScannerUnavailable (never a fail-open: the load is the clients') when the model
-        cannot score every fresh text before `deadline`. `held` is LockLLMScanner's: nothing to hold here."""
+        cannot score every fresh text before `deadline`. Nothing is written per verdict, so nothing is added to
+        `after_answer` (LockLLMScanner.scan)."""
         model_scores = self._model_scores(texts, deadline) if self.model is not None else [None] * len(texts)
         return [self._verdict(self.detector.detect(text), score) for text, score in zip(texts, model_scores)]
 

@@ -10,7 +10,7 @@ Fields left unset (None) are left out of `fields()`, except the first six, which
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields as dataclass_fields
+from dataclasses import dataclass, field, fields as dataclass_fields
 from typing import Callable
 
 # Every line names these, set or not: an operator greps for `"route": null` as readily as for a route.
@@ -55,7 +55,7 @@ class RequestRecord:
     judged_with: tuple | None = None
     output_mode: str = "off"  # the output guard's mode for this request (route, named policy or [output]); not logged
     # What runs once the answer is sent (app.py: the verdict cache writes of this request's scans); not logged.
-    after_answer: Callable[[], None] | None = None
+    after_answer: list[Callable[[], None]] = field(default_factory=list)
     output: str | None = None  # the output guard: pass, flagged, blocked, fail_open, fail_closed, unjudged
     output_findings: list[str] | None = None
     output_trigger: str | None = None  # where in the answer (choices[0], content[1], ...)

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -107,9 +107,9 @@ class LockLLMScanner:
         # The key's identity (never the key) goes into every cache key: a verdict paid for by one account is not
         # served to another configuration.
         key_identity = hashlib.sha256(settings.api_key.encode()).hexdigest()[:16]
-        # Verdicts are stored by one writer thread, after the request's answer where the caller holds its writes
-        # (hold_writes): a cache write is not on the request's time, and this process's repeats are answered by the
-        # memo meanwhile.
+        # Verdicts are stored by one writer thread, after the request's answer where the caller takes their
+        # release (scan's after_answer): a cache write is not on the request's time, and this process's repeats are
+        # answered by the memo meanwhile.
         self.writer = BackgroundWriter() if settings.cache != "off" else None
         # The verdict cache (requests-cache's storage, looked up and written directly: verdict_cache.VerdictStore)
         # and the session that asks LockLLM when it has no verdict.
@@ -179,34 +179,43 @@ class LockLLMScanner:
             while len(self._memo) > DEFAULT_MEMO_ENTRIES:
                 self._memo.popitem(last=False)
 
-    def hold_writes(self) -> HeldWrites | None:
-        """A request's hold on the verdict cache writes of its scans, to `release()` once its answer is sent; None
-        without a cache, and with Redis: no memo stands in front of it, so until the answer ended (a stream's, minutes)
-        every repeat of the text would pay a scan."""
-        if self.writer is None or self.store is None or self._memo is None:
-            return None
-        return self.writer.hold()
-
     def scan(self, texts: Sequence[str], deadline: float, settings: ScannerSettings | None = None,
-             held: HeldWrites | None = None) -> list[Verdict]:
+             after_answer: list[Callable[[], None]] | None = None) -> list[Verdict]:
         """One verdict per text, in order; raises ScannerUnavailable if any text cannot be judged in time.
-        `settings` are this request's, when a client's X-LockLLM-* headers changed what LockLLM checks; `held`
-        (hold_writes) keeps the fresh verdicts' cache writes until the caller releases it."""
+        `settings` are this request's, when a client's X-LockLLM-* headers changed what LockLLM checks.
+        `after_answer` collects what the caller runs once its answer is sent: the release of the fresh verdicts'
+        cache writes, held until then (HeldWrites)."""
         asked = self._asked if settings is None or settings is self.settings else scan_headers(settings)
         jobs = [pieces(text) for text in texts]
         # A text repeated within the request (a resent tool result, the same file twice) is scanned once, and one
         # this process judged before is taken from memory at once: only the others go to the pool.
         judged: dict[str, Verdict | Future] = {}
+        held: HeldWrites | None = None
         for piece in (piece for job in jobs for piece in job):
-            if piece not in judged:
-                remembered = self._recall(piece, asked)
-                judged[piece] = (remembered if remembered is not None
-                                 else self._pool.submit(self._scan_guarded, piece, deadline, asked, held))
+            if piece in judged:
+                continue
+            remembered = self._recall(piece, asked)
+            if remembered is not None:
+                judged[piece] = remembered
+                continue
+            if held is None and after_answer is not None:
+                held = self._hold(after_answer)
+            judged[piece] = self._pool.submit(self._scan_guarded, piece, deadline, asked, held)
         futures = [value for value in judged.values() if isinstance(value, Future)]
         if futures:
             self._wait(futures, deadline)
         verdicts = {piece: value.result() if isinstance(value, Future) else value for piece, value in judged.items()}
         return [Verdict.worst([verdicts[piece] for piece in job]) for job in jobs]
+
+    def _hold(self, after_answer: list[Callable[[], None]]) -> HeldWrites | None:
+        """A hold on a request's cache writes, its release added to `after_answer`; None without a cache, and with
+        Redis: no memo stands in front of it, so until the answer ended (a stream's, minutes) every repeat of the
+        text would pay a scan."""
+        if self.writer is None or self.store is None or self._memo is None:
+            return None
+        held = self.writer.hold()
+        after_answer.append(held.release)
+        return held
 
     def _wait(self, futures: list[Future], deadline: float) -> None:
         """Returns when every scan call has its verdict; raises ScannerUnavailable when one failed or the deadline
