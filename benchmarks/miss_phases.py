@@ -71,7 +71,7 @@ def phases(stack: Stack, count: int, writes: bool, pause: float) -> dict[str, fl
     run = secrets.token_hex(4)
     submit = verdict_cache.BackgroundWriter.submit
     if not writes:
-        verdict_cache.BackgroundWriter.submit = lambda self, write: None
+        verdict_cache.BackgroundWriter.submit = lambda self, *writes: None
     try:
         with timestamped(marks):
             app = make_app("gateway", stack.config())  # built inside: the scan client binds its steps at start
