@@ -36,9 +36,16 @@ DEFAULT_FAILURES = 5
 DEFAULT_COOL_DOWN_SECONDS = 10.0
 # A failed scan counts only for a text no longer than this that started with at least half the request's scan
 # budget left: a healthy scanner judges ordinary texts quickly whatever they say, while a very long text, or one
-# queued behind a request's many others, may miss the deadline on a client's account. A client must not be able
-# to open the breaker (and, with fail_mode = open, have everyone's requests relayed unscanned) by its own size.
+# queued behind a request's many others (or other requests'), may miss the deadline on a client's account. A
+# client must not be able to open the breaker (and, with fail_mode = open, have everyone's requests relayed
+# unscanned) by its own size, nor have its own request relayed when such a text runs out of time (scan.py).
 COUNTED_TEXT_CHARS = 20_000
+
+
+def on_clients_account(text: str, time_left: float, budget: float) -> bool:
+    """Whether a scan of `text`, started with `time_left` of a request's `budget` seconds, may miss the deadline
+    on the client's account (COUNTED_TEXT_CHARS)."""
+    return len(text) > COUNTED_TEXT_CHARS or time_left < budget / 2
 
 
 class CircuitBreaker:
@@ -116,7 +123,7 @@ class CircuitBreaker:
                     return verdict
                 raise ScannerUnavailable(f"scanner circuit open after {self.failures} consecutive failures "
                                          f"(next probe within {self.cool_down:g}s)")
-            counted = len(text) <= COUNTED_TEXT_CHARS and deadline - self._clock() >= budget / 2
+            counted = not on_clients_account(text, deadline - self._clock(), budget)
             try:
                 verdict = scan(text, deadline, *rest)
             except ScannerUnavailable as problem:

@@ -29,7 +29,7 @@ from requests.adapters import HTTPAdapter
 from werkzeug.http import parse_date
 
 from .config import ScannerSettings
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, on_clients_account
 from .offline_scan import OfflineScanner
 from .verdict import ScannerUnavailable, Verdict, parse_block, parse_verdict
 from .verdict_cache import BackgroundWriter, HeldWrites, UncachedSession, open_verdict_store
@@ -191,6 +191,7 @@ class LockLLMScanner:
         # this process judged before is taken from memory at once: only the others go to the pool.
         judged: dict[str, Verdict | Future] = {}
         held: HeldWrites | None = None
+        started: dict[str, float] = {}  # when each fresh text reached a scan worker
         for piece in (piece for job in jobs for piece in job):
             if piece in judged:
                 continue
@@ -200,10 +201,10 @@ class LockLLMScanner:
                 continue
             if held is None and after_answer is not None:
                 held = self._hold(after_answer)
-            judged[piece] = self._pool.submit(self._scan_guarded, piece, deadline, asked, held)
-        futures = [value for value in judged.values() if isinstance(value, Future)]
-        if futures:
-            self._wait(futures, deadline)
+            judged[piece] = self._pool.submit(self._scan_started, started, piece, deadline, asked, held)
+        fresh = {value: piece for piece, value in judged.items() if isinstance(value, Future)}
+        if fresh:
+            self._wait(fresh, deadline, started)
         verdicts = {piece: value.result() if isinstance(value, Future) else value for piece, value in judged.items()}
         return [Verdict.worst([verdicts[piece] for piece in job]) for job in jobs]
 
@@ -217,20 +218,37 @@ class LockLLMScanner:
         after_answer.append(held.release)
         return held
 
-    def _wait(self, futures: list[Future], deadline: float) -> None:
+    def _scan_started(self, started: dict[str, float], text: str, deadline: float, asked: dict[str, str],
+                      held: HeldWrites | None) -> Verdict:
+        started[text] = time.monotonic()
+        return self._scan_guarded(text, deadline, asked, held)
+
+    def _wait(self, fresh: dict[Future, str], deadline: float, started: dict[str, float]) -> None:
         """Returns when every scan call has its verdict; raises ScannerUnavailable when one failed or the deadline
-        came first (the calls not yet started are cancelled)."""
-        fresh = sum(not future.done() for future in futures)
-        done, pending = wait(futures, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
-        queued = any([future.cancel() for future in pending]) or fresh > self.workers
-        failure = next((future.exception() for future in done if future.exception() is not None), None)
-        if failure is None and pending:
+        came first (the calls not yet started are cancelled). `fresh` maps the request's scan calls to their texts,
+        `started` says when each reached a worker.
+
+        Running out of time is the request's own doing, never a fail-open, when it had more fresh texts than the
+        pool has workers, or when the text that ran out had waited in the pool for half the budget or is very long
+        (breaker.on_clients_account): under load a request's texts queue behind others', start late and time out,
+        and a flood must not buy relays. Decided from these facts, not from what is still running when this looks
+        (under load, a request of 100 texts found its first 64 done and was relayed unscanned)."""
+        done, pending = wait(fresh, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
+        queued = any([future.cancel() for future in pending]) or len(fresh) > self.workers
+
+        def late(future: Future) -> bool:
+            text = fresh[future]
+            return text not in started or on_clients_account(text, deadline - started[text], self.settings.timeout)
+
+        failed = next((future for future in done if future.exception() is not None), None)
+        if failed is None and pending:
             raise ScannerUnavailable(f"no verdict within the scan deadline of {self.settings.timeout:g}s"
-                                     + (f" ({fresh} fresh texts, {self.workers} scan workers)" if queued else ""),
-                                     caused_by_request=queued)
+                                     + (f" ({len(fresh)} fresh texts, {self.workers} scan workers)" if queued else ""),
+                                     caused_by_request=queued or any(late(future) for future in pending),
+                                     timed_out=True)
+        failure = failed.exception() if failed is not None else None
         if isinstance(failure, ScannerUnavailable):
-            # A worker that gave up at the deadline says "not attempted"; the queue is still what ran it out.
-            failure.caused_by_request = failure.caused_by_request or queued
+            failure.caused_by_request = failure.caused_by_request or queued or (failure.timed_out and late(failed))
             raise failure
         if failure is not None:
             # A fault below (a library's unexpected exception) still means "no verdict", never an unhandled error.
@@ -280,7 +298,7 @@ class LockLLMScanner:
         if stored is not None:
             return stored
         prepared = self._prepared(body, headers)
-        problem, status = NOT_ATTEMPTED, 0
+        problem, status, timed_out = NOT_ATTEMPTED, 0, True
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -293,7 +311,9 @@ class LockLLMScanner:
                 response = self.session.send(prepared, timeout=(remaining, remaining), allow_redirects=False)
             except requests.RequestException as error:
                 problem = f"scanner connection failed: {type(error).__name__}"
+                timed_out = isinstance(error, requests.Timeout)
             else:
+                timed_out = False  # the scanner answered, in time
                 with response:
                     if response.status_code == 200:
                         try:
@@ -329,9 +349,11 @@ class LockLLMScanner:
         # Rate-limited to the end: the volume that exhausted the scanner's quota is the clients' to make, so a
         # flood must not turn the next requests into fail-opens. Never sent: the text reached a worker only after
         # the deadline, queued behind the request's other texts (or other requests'); the volume ran it out, not a
-        # sick scanner. (_wait also asks how many texts were still waiting, but on a loaded machine they may all have
-        # given up before it looks: a request of 100 texts was relayed unscanned with fail_mode = open.)
-        raise ScannerUnavailable(problem, caused_by_request=status == 429 or problem == NOT_ATTEMPTED)
+        # sick scanner. (Sent late and timed out: the breaker's guard marks it so, as it started with less than half
+        # the budget; and _wait counts a request's fresh texts against the workers, as it cannot trust what is still
+        # waiting when it looks.)
+        raise ScannerUnavailable(problem, caused_by_request=status == 429 or problem == NOT_ATTEMPTED,
+                                 timed_out=timed_out)
 
     def redact(self, text: str, deadline: float, settings: ScannerSettings | None = None) -> str:
         """LockLLM's `redacted_input` for one text (pii_action = strip): asked outside the verdict cache, which never

@@ -15,14 +15,19 @@ class ScannerUnavailable(Exception):
     """No usable verdict within the deadline; the message says why, for logs (it never contains prompt text).
 
     `caused_by_request` is True when the client, not a sick scanner, is behind the failure, so no fail mode may
-    open on it: the request had more fresh texts than the pool has workers, or some of its scans had not even
-    started at the deadline; the scanner refused the input (a 4xx other than a bad key or exhausted credit); or it
-    was still rate-limiting at the end of the retries (a quota the clients' volume exhausted).
+    open on it: the request had more fresh texts than the pool has workers, or a scan that ran out of time had
+    started late (it waited in the pool for half the budget) or was of a very long text; the scanner refused the
+    input (a 4xx other than a bad key or exhausted credit); or it was still rate-limiting at the end of the retries
+    (a quota the clients' volume exhausted).
     """
 
-    def __init__(self, message: str, caused_by_request: bool = False, account: str | None = None):
+    def __init__(self, message: str, caused_by_request: bool = False, account: str | None = None,
+                 timed_out: bool = False):
         super().__init__(message)
         self.caused_by_request = caused_by_request
+        # The scan ran out of time (the call timed out, or was never sent): on the client's account when its text
+        # is very long or waited in the scan pool (breaker.on_clients_account), which scan.py decides.
+        self.timed_out = timed_out
         # "unauthorized" (the scanner refuses the gateway's key) or "insufficient_credits" (its account has no
         # credit left): outages the operator must tell apart from a scanner that is down.
         self.account = account

@@ -16,6 +16,7 @@ import re
 import time
 import unicodedata
 import zlib
+from concurrent.futures import Future
 
 import pytest
 import regex
@@ -23,11 +24,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
+from lockllm_wsgi.breaker import COUNTED_TEXT_CHARS, on_clients_account
 from lockllm_wsgi.extract import Segment, scan_units
 from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.formats.bedrock import CREDENTIALS
 from lockllm_wsgi.normalize import normalize_for_scan
-from lockllm_wsgi.verdict import ScannerUnavailable
+from lockllm_wsgi.verdict import ScannerUnavailable, Verdict
 from support.bypass_bodies import BUILDERS, KINDS, b64, disguised, padding, rtf, selector_spread
 from support.fakes import ATTACK, scanner_verdict, scans
 from support.model_view import model_view, squash
@@ -653,6 +655,53 @@ def test_a_text_sent_to_no_scanner_before_the_deadline_is_never_a_fail_open(make
     with pytest.raises(ScannerUnavailable) as caught:
         scanner._scan_piece("fresh text", time.monotonic() - 1, scanner._asked, None)
     assert caught.value.caused_by_request
+
+
+def _settled(verdict: Verdict | None = None, problem: ScannerUnavailable | None = None) -> Future:
+    future: Future = Future()
+    future.set_running_or_notify_cancel()  # a worker has it: it cannot be cancelled any more
+    if verdict is not None:
+        future.set_result(verdict)
+    elif problem is not None:
+        future.set_exception(problem)
+    return future
+
+
+def test_a_request_of_more_fresh_texts_than_workers_never_fails_open_however_late_it_looks(make_gateway):
+    """Under load, the pool's first texts were all done before the request looked at its scans, so it counted
+    fewer waiting texts than workers and relayed a request of 100 texts unscanned (CI, Python 3.12)."""
+    scanner = make_gateway(scanner_extra="fail_mode = open").app.scanner
+    now = time.monotonic()
+    fresh = {_settled(Verdict(safe=True, score=0.01)): f"text {index}" for index in range(scanner.workers)}
+    fresh[_settled(problem=ScannerUnavailable("scanner connection failed: ReadTimeout", timed_out=True))] = "last"
+    with pytest.raises(ScannerUnavailable) as caught:  # every text reached a worker at once, with all its budget
+        scanner._wait(fresh, now + scanner.settings.timeout, {text: now for text in fresh.values()})
+    assert caught.value.caused_by_request
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(left=st.floats(min_value=0.0, max_value=1.0), long_text=st.booleans(), timed_out=st.booleans(),
+       still_running=st.booleans())
+def test_a_scan_that_ran_out_of_time_after_waiting_in_the_pool_never_fails_open(make_gateway_once, left,
+                                                                                long_text, timed_out, still_running):
+    """A flood fills the scan pool: a request's text waits behind others', starts with little of its budget left
+    and runs out of time. That is the clients' doing (as a very long text's timeout is), never a fail-open; a scan
+    that started on time and timed out, or a scanner that answered with an error, stays the scanner's failure."""
+    scanner = make_gateway_once[0].app.scanner
+    budget = scanner.settings.timeout
+    text = "x" * (COUNTED_TEXT_CHARS + 1 if long_text else 10)
+    now = time.monotonic()
+    if still_running:  # no verdict by the deadline
+        future, deadline, timed_out = _settled(), now - 0.001, True
+    else:
+        problem = ScannerUnavailable("scanner connection failed: ReadTimeout" if timed_out else "scanner answered 503",
+                                     timed_out=timed_out)
+        future, deadline = _settled(problem=problem), now + 1
+    started_at = deadline - budget * left  # it reached a worker with `left` of the budget to go
+    with pytest.raises(ScannerUnavailable) as caught:
+        scanner._wait({future: text}, deadline, {text: started_at})
+    client_caused = on_clients_account(text, deadline - started_at, budget)
+    assert caught.value.caused_by_request == (timed_out and client_caused)
 
 
 def test_a_scanner_that_is_down_still_fails_open_when_set(make_gateway, provider):
