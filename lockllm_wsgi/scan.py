@@ -143,7 +143,8 @@ class LockLLMScanner:
         # A scanner failing again and again is not waited for on every request (breaker.py); cached verdicts still go.
         self.breaker = CircuitBreaker()
         self._scan_guarded = self.breaker.guard(
-            self._scan_piece, lambda text, asked, held: self._stored(text, asked, *self._request(text, asked))[0],
+            self._scan_piece,
+            lambda text, asked, held, started: self._stored(text, asked, *self._request(text, asked))[0],
             budget=settings.timeout)
 
     def _memo_key(self, text: str, asked: dict[str, str]) -> bytes:
@@ -201,7 +202,7 @@ class LockLLMScanner:
                 continue
             if held is None and after_answer is not None:
                 held = self._hold(after_answer)
-            judged[piece] = self._pool.submit(self._scan_started, started, piece, deadline, asked, held)
+            judged[piece] = self._pool.submit(self._scan_guarded, piece, deadline, asked, held, started)
         fresh = {value: piece for piece, value in judged.items() if isinstance(value, Future)}
         if fresh:
             self._wait(fresh, deadline, started)
@@ -218,15 +219,10 @@ class LockLLMScanner:
         after_answer.append(held.release)
         return held
 
-    def _scan_started(self, started: dict[str, float], text: str, deadline: float, asked: dict[str, str],
-                      held: HeldWrites | None) -> Verdict:
-        started[text] = time.monotonic()
-        return self._scan_guarded(text, deadline, asked, held)
-
     def _wait(self, fresh: dict[Future, str], deadline: float, started: dict[str, float]) -> None:
         """Returns when every scan call has its verdict; raises ScannerUnavailable when one failed or the deadline
         came first (the calls not yet started are cancelled). `fresh` maps the request's scan calls to their texts,
-        `started` says when each reached a worker.
+        `started` says when each was about to be sent (its verdict not in the cache).
 
         Running out of time is the request's own doing, never a fail-open, when it had more fresh texts than the
         pool has workers, or when the text that ran out had waited in the pool for half the budget or is very long
@@ -240,19 +236,30 @@ class LockLLMScanner:
             text = fresh[future]
             return text not in started or on_clients_account(text, deadline - started[text], self.settings.timeout)
 
-        failed = next((future for future in done if future.exception() is not None), None)
-        if failed is None and pending:
+        def clients(future: Future) -> bool:
+            if future.cancelled():
+                return True  # never sent: queued until the deadline
+            if not future.done():
+                return late(future)
+            problem = future.exception()
+            return isinstance(problem, ScannerUnavailable) and (
+                problem.caused_by_request or (problem.timed_out and late(future)))
+
+        # Every failed and every unfinished scan is looked at, not the first failure found: which had failed when
+        # this looked depends on the machine's speed.
+        caused_by_request = queued or any(clients(future) for future in fresh)
+        failure = next((future.exception() for future in done if future.exception() is not None), None)
+        if failure is None and pending:
             raise ScannerUnavailable(f"no verdict within the scan deadline of {self.settings.timeout:g}s"
                                      + (f" ({len(fresh)} fresh texts, {self.workers} scan workers)" if queued else ""),
-                                     caused_by_request=queued or any(late(future) for future in pending),
-                                     timed_out=True)
-        failure = failed.exception() if failed is not None else None
+                                     caused_by_request=caused_by_request, timed_out=True)
         if isinstance(failure, ScannerUnavailable):
-            failure.caused_by_request = failure.caused_by_request or queued or (failure.timed_out and late(failed))
+            failure.caused_by_request = caused_by_request
             raise failure
         if failure is not None:
             # A fault below (a library's unexpected exception) still means "no verdict", never an unhandled error.
-            raise ScannerUnavailable(f"scan failed: {type(failure).__name__}") from failure
+            raise ScannerUnavailable(f"scan failed: {type(failure).__name__}",
+                                     caused_by_request=caused_by_request) from failure
 
     def _request(self, text: str, asked: dict[str, str]) -> tuple[bytes, dict[str, str]]:
         """The scan call's body and headers; the body is encoded once: its bytes are both what is sent and part of
@@ -292,12 +299,14 @@ class LockLLMScanner:
         self._remember(text, asked, verdict, stored.expires)
         return replace(verdict, cached=True), key
 
-    def _scan_piece(self, text: str, deadline: float, asked: dict[str, str], held: HeldWrites | None) -> Verdict:
+    def _scan_piece(self, text: str, deadline: float, asked: dict[str, str], held: HeldWrites | None,
+                    started: dict[str, float]) -> Verdict:
         body, headers = self._request(text, asked)
         stored, key = self._stored(text, asked, body, headers)
         if stored is not None:
             return stored
         prepared = self._prepared(body, headers)
+        started[text] = time.monotonic()  # what is left of the budget from here is the scan call's (_wait)
         problem, status, timed_out = NOT_ATTEMPTED, 0, True
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - time.monotonic()
@@ -310,8 +319,9 @@ class LockLLMScanner:
             try:
                 response = self.session.send(prepared, timeout=(remaining, remaining), allow_redirects=False)
             except requests.RequestException as error:
-                problem = f"scanner connection failed: {type(error).__name__}"
-                timed_out = isinstance(error, requests.Timeout)
+                problem, status = f"scanner connection failed: {type(error).__name__}", 0
+                # requests reports a body read that timed out as a ConnectionError: the clock says it too.
+                timed_out = isinstance(error, requests.Timeout) or time.monotonic() >= deadline
             else:
                 timed_out = False  # the scanner answered, in time
                 with response:

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 
 import pytest
 import regex
+import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
@@ -653,7 +654,7 @@ def test_a_text_sent_to_no_scanner_before_the_deadline_is_never_a_fail_open(make
     ("not attempted") before the request looked at its scans, and the request was relayed unscanned."""
     scanner = make_gateway(scanner_extra="fail_mode = open").app.scanner
     with pytest.raises(ScannerUnavailable) as caught:
-        scanner._scan_piece("fresh text", time.monotonic() - 1, scanner._asked, None)
+        scanner._scan_piece("fresh text", time.monotonic() - 1, scanner._asked, None, {})
     assert caught.value.caused_by_request
 
 
@@ -679,29 +680,50 @@ def test_a_request_of_more_fresh_texts_than_workers_never_fails_open_however_lat
     assert caught.value.caused_by_request
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(left=st.floats(min_value=0.0, max_value=1.0), long_text=st.booleans(), timed_out=st.booleans(),
-       still_running=st.booleans())
-def test_a_scan_that_ran_out_of_time_after_waiting_in_the_pool_never_fails_open(make_gateway_once, left,
-                                                                                long_text, timed_out, still_running):
+_SCANS = st.lists(st.fixed_dictionaries({
+    "left": st.floats(min_value=0.0, max_value=1.0), "long_text": st.booleans(), "timed_out": st.booleans(),
+    "still_running": st.booleans()}), min_size=1, max_size=3)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_SCANS)
+def test_a_scan_that_ran_out_of_time_after_waiting_in_the_pool_never_fails_open(make_gateway_once, scans_):
     """A flood fills the scan pool: a request's text waits behind others', starts with little of its budget left
-    and runs out of time. That is the clients' doing (as a very long text's timeout is), never a fail-open; a scan
-    that started on time and timed out, or a scanner that answered with an error, stays the scanner's failure."""
+    and runs out of time. That is the clients' doing (as a very long text's timeout is), never a fail-open, whichever
+    of the request's scans had failed when it looked; a scan that started on time and timed out, or a scanner that
+    answered with an error, stays the scanner's failure."""
     scanner = make_gateway_once[0].app.scanner
     budget = scanner.settings.timeout
-    text = "x" * (COUNTED_TEXT_CHARS + 1 if long_text else 10)
-    now = time.monotonic()
-    if still_running:  # no verdict by the deadline
-        future, deadline, timed_out = _settled(), now - 0.001, True
-    else:
-        problem = ScannerUnavailable("scanner connection failed: ReadTimeout" if timed_out else "scanner answered 503",
-                                     timed_out=timed_out)
-        future, deadline = _settled(problem=problem), now + 1
-    started_at = deadline - budget * left  # it reached a worker with `left` of the budget to go
+    deadline = time.monotonic() - 0.001  # the request's deadline has come
+    fresh, started, expected = {}, {}, False
+    for index, scan in enumerate(scans_):
+        text = f"{index}" + "x" * (COUNTED_TEXT_CHARS + 1 if scan["long_text"] else 10)
+        started[text] = deadline - budget * scan["left"]  # sent with `left` of the budget to go
+        timed_out = scan["timed_out"] or scan["still_running"]  # no verdict by the deadline
+        if scan["still_running"]:
+            future = _settled()
+        else:
+            future = _settled(problem=ScannerUnavailable("scanner connection failed: ReadTimeout" if timed_out
+                                                         else "scanner answered 503", timed_out=timed_out))
+        fresh[future] = text
+        expected |= timed_out and on_clients_account(text, deadline - started[text], budget)
     with pytest.raises(ScannerUnavailable) as caught:
-        scanner._wait({future: text}, deadline, {text: started_at})
-    client_caused = on_clients_account(text, deadline - started_at, budget)
-    assert caught.value.caused_by_request == (timed_out and client_caused)
+        scanner._wait(fresh, deadline, started)
+    assert caught.value.caused_by_request == expected
+
+
+def test_a_scan_call_cut_off_by_the_deadline_has_run_out_of_time(make_gateway, monkeypatch):
+    """requests reports a body read that timed out as a ConnectionError, not a Timeout: the deadline decides."""
+    scanner = make_gateway(scanner_extra="fail_mode = open").app.scanner
+
+    def stalled(*args, **kwargs):
+        time.sleep(0.1)  # past the deadline below, whatever the machine's speed
+        raise requests.ConnectionError("Read timed out.")
+
+    monkeypatch.setattr(scanner.session, "send", stalled)
+    with pytest.raises(ScannerUnavailable) as caught:
+        scanner._scan_piece("fresh text", time.monotonic() + 0.05, scanner._asked, None, {})
+    assert caught.value.timed_out
 
 
 def test_a_scanner_that_is_down_still_fails_open_when_set(make_gateway, provider):
