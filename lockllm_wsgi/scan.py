@@ -192,7 +192,7 @@ class LockLLMScanner:
         # this process judged before is taken from memory at once: only the others go to the pool.
         judged: dict[str, Verdict | Future] = {}
         held: HeldWrites | None = None
-        started: dict[str, float] = {}  # when each fresh text reached a scan worker
+        started: dict[str, float] = {}  # when each fresh text's scan call was about to be sent
         for piece in (piece for job in jobs for piece in job):
             if piece in judged:
                 continue
@@ -225,9 +225,9 @@ class LockLLMScanner:
         `started` says when each was about to be sent (its verdict not in the cache).
 
         Running out of time is the request's own doing, never a fail-open, when it had more fresh texts than the
-        pool has workers, or when the text that ran out had waited in the pool for half the budget or is very long
-        (breaker.on_clients_account): under load a request's texts queue behind others', start late and time out,
-        and a flood must not buy relays. Decided from these facts, not from what is still running when this looks
+        pool has workers, or when the text that ran out was sent with less than half the budget left or is very
+        long (breaker.on_clients_account): under load a request's texts queue behind others', start late and time
+        out, and a flood must not buy relays. Decided from these facts, not from what is still running when this looks
         (under load, a request of 100 texts found its first 64 done and was relayed unscanned)."""
         done, pending = wait(fresh, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_EXCEPTION)
         queued = any([future.cancel() for future in pending]) or len(fresh) > self.workers
@@ -359,9 +359,8 @@ class LockLLMScanner:
         # Rate-limited to the end: the volume that exhausted the scanner's quota is the clients' to make, so a
         # flood must not turn the next requests into fail-opens. Never sent: the text reached a worker only after
         # the deadline, queued behind the request's other texts (or other requests'); the volume ran it out, not a
-        # sick scanner. (Sent late and timed out: the breaker's guard marks it so, as it started with less than half
-        # the budget; and _wait counts a request's fresh texts against the workers, as it cannot trust what is still
-        # waiting when it looks.)
+        # sick scanner. (Sent late and timed out, or cut off at the deadline: _wait decides whose doing that was
+        # from when the call was sent, and counts the request's fresh texts against the workers.)
         raise ScannerUnavailable(problem, caused_by_request=status == 429 or problem == NOT_ATTEMPTED,
                                  timed_out=timed_out)
 
