@@ -161,8 +161,9 @@ def judge_answer(judge: Judge, texts: dict[str, str], outcome: Outcome, fail_ope
         outcome.findings = judge.findings(texts, outcome)
     except ScannerUnavailable as problem:
         log.debug("output judging failed: %s", problem)
-        outcome.decision = "fail_open" if fail_open else "fail_closed"
-        return fail_open
+        relay = fail_open and not problem.caused_by_request  # what a client can cause never buys an unjudged answer
+        outcome.decision = "fail_open" if relay else "fail_closed"
+        return relay
     outcome.decision = "blocked" if outcome.findings else "pass"
     return not outcome.findings
 
@@ -300,9 +301,10 @@ class EnforcedStream:
             found = self._judge.findings(windows, self._outcome)
         except ScannerUnavailable as problem:
             log.debug("output judging failed mid-stream: %s", problem)
-            self._outcome.decision = "fail_open" if self._fail_open else "fail_closed"
+            relay = self._fail_open and not problem.caused_by_request  # as judge_answer
+            self._outcome.decision = "fail_open" if relay else "fail_closed"
             self._judging = False
-            return self._fail_open
+            return relay
         if found:
             self._outcome.findings = found
             self._outcome.decision = "blocked"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from lockllm_wsgi.config import OutputSettings, ScannerSettings
 from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.formats.answers import CutEnding
-from lockllm_wsgi.output import EnforcedStream, Judge, Outcome, StreamCut, answer_texts
+from lockllm_wsgi.output import EnforcedStream, Judge, Outcome, StreamCut, answer_texts, judge_answer
 from lockllm_wsgi.refusal import Refusal
 from lockllm_wsgi.verdict import ScannerUnavailable, Verdict
 from support.answer_streams import WIRES
@@ -99,3 +99,41 @@ def test_a_stream_that_fails_open_is_relayed_byte_for_byte_however_it_is_split(n
     relayed = EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
                              judge, outcome, HOLDBACK, True, lambda code, message: (None, b"cut"), CutEnding())
     assert b"".join(relayed) == stream and outcome.decision == "fail_open"
+
+
+class ClientCausedFailure:
+    """Judging that fails on the client's account: the answer's text refused by the scanner, a flood, a very long
+    text timed out (scan.py marks these caused by the request)."""
+
+    def scan(self, texts, deadline, settings):
+        raise ScannerUnavailable("scanner answered 400: input refused", caused_by_request=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(WIRES)), st.sets(st.integers(1, 4000), max_size=12))
+def test_a_judgement_failed_on_the_clients_account_never_relays_the_stream_unjudged(name, positions):
+    """fail_mode = open is for a sick scanner: as on the request path, what a client can cause is never a
+    fail-open, so the stream is cut however it is split."""
+    wire = WIRES[name]
+    fmt, path = FORMATS[wire.route], wire.stream_path or wire.path
+    stream = b"".join(wire.events([f"part {number} of a long and harmless answer. " * 3 for number in range(12)]))
+    cuts = sorted(position for position in positions if position < len(stream))
+    chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+    judge = Judge(ClientCausedFailure(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
+    outcome = Outcome()
+    relayed = EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
+                             judge, outcome, HOLDBACK, True, lambda code, message: (None, b"cut"), CutEnding())
+    written = b""
+    try:
+        for chunk in relayed:
+            written += chunk
+    except StreamCut:
+        pass
+    assert outcome.decision == "fail_closed" and b"part 11 of a long" not in written
+
+
+def test_a_plain_answer_judged_on_the_clients_account_is_not_sent():
+    judge = Judge(ClientCausedFailure(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
+    outcome = Outcome()
+    assert not judge_answer(judge, {"choices[0]": "a harmless answer"}, outcome, fail_open=True)
+    assert outcome.decision == "fail_closed"
