@@ -86,19 +86,32 @@ class DownScanner:
         raise ScannerUnavailable("the scanner is down")
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.sampled_from(sorted(WIRES)), st.sets(st.integers(1, 4000), max_size=12))
-def test_a_stream_that_fails_open_is_relayed_byte_for_byte_however_it_is_split(name, positions):
+def failing_judgement(scanner, name: str, positions: set[int]) -> tuple[bytes, bytes, Outcome]:
+    """(the stream, what an enforced stream with fail_mode = open wrote of it, the outcome) when every judgement
+    fails as `scanner` does; the stream's bytes split at `positions`."""
     wire = WIRES[name]
     fmt, path = FORMATS[wire.route], wire.stream_path or wire.path
     stream = b"".join(wire.events([f"part {number} of a long and harmless answer. " * 3 for number in range(12)]))
     cuts = sorted(position for position in positions if position < len(stream))
     chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
-    judge = Judge(DownScanner(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
+    judge = Judge(scanner, OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
     outcome = Outcome()
     relayed = EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
                              judge, outcome, HOLDBACK, True, lambda code, message: (None, b"cut"), CutEnding())
-    assert b"".join(relayed) == stream and outcome.decision == "fail_open"
+    written = b""
+    try:
+        for chunk in relayed:
+            written += chunk
+    except StreamCut:
+        pass
+    return stream, written, outcome
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(sorted(WIRES)), st.sets(st.integers(1, 4000), max_size=12))
+def test_a_stream_that_fails_open_is_relayed_byte_for_byte_however_it_is_split(name, positions):
+    stream, written, outcome = failing_judgement(DownScanner(), name, positions)
+    assert written == stream and outcome.decision == "fail_open"
 
 
 class ClientCausedFailure:
@@ -114,21 +127,7 @@ class ClientCausedFailure:
 def test_a_judgement_failed_on_the_clients_account_never_relays_the_stream_unjudged(name, positions):
     """fail_mode = open is for a sick scanner: as on the request path, what a client can cause is never a
     fail-open, so the stream is cut however it is split."""
-    wire = WIRES[name]
-    fmt, path = FORMATS[wire.route], wire.stream_path or wire.path
-    stream = b"".join(wire.events([f"part {number} of a long and harmless answer. " * 3 for number in range(12)]))
-    cuts = sorted(position for position in positions if position < len(stream))
-    chunks = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
-    judge = Judge(ClientCausedFailure(), OutputSettings(mode="enforce"), ScannerSettings(), None, (), 5.0)
-    outcome = Outcome()
-    relayed = EnforcedStream(iter(chunks), fmt.stream_framing(path, wire.content_type), fmt.stream_reader(path),
-                             judge, outcome, HOLDBACK, True, lambda code, message: (None, b"cut"), CutEnding())
-    written = b""
-    try:
-        for chunk in relayed:
-            written += chunk
-    except StreamCut:
-        pass
+    _, written, outcome = failing_judgement(ClientCausedFailure(), name, positions)
     assert outcome.decision == "fail_closed" and b"part 11 of a long" not in written
 
 
