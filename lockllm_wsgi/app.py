@@ -256,7 +256,7 @@ class GatewayApp:
             record.scanner_problem = str(problem)
             # Fail-open is for a scanner that is down, erroring or slow on a normal request; what the client can
             # cause (its size, input the scanner refuses, a flood that exhausts the quota) never buys a relay.
-            if self.settings.scanner.fail_mode == "open" and not problem.caused_by_request:
+            if problem.fails_open(self.settings.scanner.fail_mode == "open"):
                 record.decision = "fail_open"
                 return None
             record.decision = "fail_closed"

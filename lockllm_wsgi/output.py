@@ -161,7 +161,7 @@ def judge_answer(judge: Judge, texts: dict[str, str], outcome: Outcome, fail_ope
         outcome.findings = judge.findings(texts, outcome)
     except ScannerUnavailable as problem:
         log.debug("output judging failed: %s", problem)
-        relay = fail_open and not problem.caused_by_request  # what a client can cause never buys an unjudged answer
+        relay = problem.fails_open(fail_open)
         outcome.decision = "fail_open" if relay else "fail_closed"
         return relay
     outcome.decision = "blocked" if outcome.findings else "pass"
@@ -301,7 +301,7 @@ class EnforcedStream:
             found = self._judge.findings(windows, self._outcome)
         except ScannerUnavailable as problem:
             log.debug("output judging failed mid-stream: %s", problem)
-            relay = self._fail_open and not problem.caused_by_request  # as judge_answer
+            relay = problem.fails_open(self._fail_open)
             self._outcome.decision = "fail_open" if relay else "fail_closed"
             self._judging = False
             return relay

@@ -25,12 +25,17 @@ class ScannerUnavailable(Exception):
                  timed_out: bool = False):
         super().__init__(message)
         self.caused_by_request = caused_by_request
-        # The scan ran out of time (the call timed out, or was never sent): on the client's account when its text
-        # is very long or waited in the scan pool (breaker.on_clients_account), which scan.py decides.
+        # The scan ran out of time (timed out, never sent, or cut off at the deadline): the client's doing when its
+        # text is very long or was sent late (breaker.on_clients_account), which scan.py decides.
         self.timed_out = timed_out
         # "unauthorized" (the scanner refuses the gateway's key) or "insufficient_credits" (its account has no
         # credit left): outages the operator must tell apart from a scanner that is down.
         self.account = account
+
+    def fails_open(self, fail_open: bool) -> bool:
+        """Whether the text goes on unjudged: only where the operator chose `fail_mode = open`, and never for a
+        failure the client caused (the request path and the output guard alike)."""
+        return fail_open and not self.caused_by_request
 
 
 # LockLLM's block answers (sent when an X-LockLLM-*-Action: block header asked for them): verdicts, not errors.
