@@ -236,9 +236,7 @@ class LockLLMScanner:
             text = fresh[future]
             return text not in started or on_clients_account(text, deadline - started[text], self.settings.timeout)
 
-        def clients(future: Future) -> bool:
-            if future.cancelled():
-                return True  # never sent: queued until the deadline
+        def clients(future: Future) -> bool:  # not asked of a cancelled call: `queued` already says so
             if not future.done():
                 return late(future)
             problem = future.exception()
