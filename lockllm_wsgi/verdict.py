@@ -8,6 +8,7 @@ and this module imports none of them::
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Sequence
 
 
@@ -64,7 +65,7 @@ class Verdict:
     abuse_confidence: float | None = None
     blocked: str | None = None  # the code of a LockLLM block answer
 
-    @property
+    @cached_property  # asked several times a request (decision, warnings, headers, log) of the memo's one object
     def findings(self) -> tuple[str, ...]:
         """LockLLM's findings besides the injection score, as refusal codes."""
         found = [self.blocked] if self.blocked else []

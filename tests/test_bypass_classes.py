@@ -29,7 +29,7 @@ from lockllm_wsgi.breaker import COUNTED_TEXT_CHARS, on_clients_account
 from lockllm_wsgi.extract import Segment, scan_units
 from lockllm_wsgi.formats import FORMATS
 from lockllm_wsgi.formats.bedrock import CREDENTIALS
-from lockllm_wsgi.normalize import normalize_for_scan
+from lockllm_wsgi.normalize import _LINE_BREAK_RUN, _SPACE_RUN, collapse_whitespace, normalize_for_scan
 from lockllm_wsgi.verdict import ScannerUnavailable, Verdict
 from support.bypass_bodies import BUILDERS, KINDS, b64, disguised, padding, rtf, selector_spread
 from support.fakes import ATTACK, scanner_verdict, scans
@@ -247,6 +247,14 @@ HIDDEN_BY_NORMALISATION = [
     pytest.param(CHAT, chat(user("".join(c + "\u0336" for c in ATTACK))),
                  id="combining-marks-on-ascii"),
 ]
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet="ab \n\t\r\x0b\x0c\x1c\x85\xa0\u2028\u3000") | st.text())
+def test_whitespace_is_collapsed_as_the_substitutions_do_whatever_the_shortcut(text):
+    """collapse_whitespace returns a text unchanged without substituting when it sees nothing to collapse: that
+    shortcut must never leave padding (a tab, a run, Unicode spaces) the substitutions would have squeezed."""
+    assert collapse_whitespace(text) == _SPACE_RUN.sub(" ", _LINE_BREAK_RUN.sub("\n", text))
 
 
 @pytest.mark.parametrize("path, body", HIDDEN_BY_NORMALISATION)
