@@ -111,6 +111,11 @@ def express_command(settings: Settings, config_path: str, host: str, port: int, 
         "--python-path", values["LOCKLLM_CODE"],
         "--host", host, "--port", str(port),
         "--processes", values["LOCKLLM_PROCESSES"], "--threads", values["LOCKLLM_THREADS"],
+        # Apache's own front threads, each held by a request for its whole life (a scan, then the provider's
+        # answer): express starts a fifth of them and Apache forks more at most once a second, so a burst after
+        # start or a quiet spell queued for seconds in front of idle daemons (50 clients at once: p50 2.3 scan
+        # round trips for the first burst, 1.4 once warm; docs/benchmarks.md, round seven). All start, and stay.
+        "--initial-workers", "1", "--minimum-spare-workers", "1", "--maximum-spare-workers", "1",
         # A long generation keeps a request open for minutes: neither Apache nor the daemon may cut it first.
         "--socket-timeout", values["LOCKLLM_SOCKET_TIMEOUT"], "--request-timeout", values["LOCKLLM_REQUEST_TIMEOUT"],
         "--limit-request-body", values["LOCKLLM_MAX_BODY"],

@@ -7,6 +7,7 @@ import os
 import re
 import runpy
 import shutil
+import subprocess
 import tempfile
 
 import pytest
@@ -127,6 +128,26 @@ def test_serve_command_matches_the_snippets(public_config, monkeypatch, euid, wo
         assert f"response-flush-delay={options['--response-flush-delay']}" in snippet.read()
     assert os.path.isfile(options["--include-file"]) and "--chunked-request" in command
     assert command[-len(worker_options):] == worker_options if worker_options else "--user" not in command
+
+
+@needs_express
+@pytest.mark.parametrize("processes, threads", [(2, 15), (2, 25), (4, 5)])
+def test_serve_starts_every_apache_front_thread_and_keeps_them(public_config, monkeypatch, processes, threads):
+    # Each request holds a front thread for its whole life: started on demand (once a second), a burst queued in
+    # front of idle daemons. Read from the httpd.conf mod_wsgi-express itself writes for the command.
+    monkeypatch.setattr(express, "_readable_by", lambda user, path: True)
+    root = os.path.join(os.path.dirname(public_config), "server")
+    command = express_command(load_settings(public_config), public_config, "127.0.0.1", 8000, processes=processes,
+                              threads=threads, server_root=root)
+    subprocess.run([command[0], "setup-server", *command[2:]], check=True, capture_output=True)
+    with open(os.path.join(root, "httpd.conf"), encoding="utf-8") as conf:
+        event = re.search(r"<IfModule mpm_event_module>\s*<IfDefine !ONE_PROCESS>(.*?)</IfDefine>", conf.read(),
+                          re.DOTALL).group(1)
+    mpm = {name: int(value) for name, value in re.findall(r"^(\w+) (\d+)$", event, re.MULTILINE)}
+    front_threads = mpm["ServerLimit"] * mpm["ThreadsPerChild"]
+    assert front_threads >= processes * threads
+    assert mpm["StartServers"] == mpm["ServerLimit"]
+    assert mpm["MinSpareThreads"] == mpm["MaxSpareThreads"] == front_threads
 
 
 @needs_express
