@@ -1,8 +1,9 @@
 """Where a cache miss's time goes, phase by phase: the call loop of callloop.py on fresh texts, with the scan
 client's steps timestamped (the request thread hands the text to a scan worker, which looks the verdict cache up,
 sends the scan call through the requests session and hands the verdict back), and the same again with the
-verdict cache's writes dropped, to show what the writer thread's work costs the requests around it (a closed loop
-by default; `--pause-ms N` leaves N ms between requests, as callloop.py does)::
+verdict cache's writes dropped, to show what the writer thread's work costs the requests around it, and a cache
+hit's phases beside them (one text repeated: no scan worker, no call). A closed loop by default; `--pause-ms N`
+leaves N ms between requests, as callloop.py does::
 
     /opt/lockllm-venv/bin/python benchmarks/miss_phases.py [--count 600] [--pause-ms 3]
 
@@ -19,6 +20,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
+from math import nan
 
 import requests
 
@@ -66,7 +68,9 @@ def timestamped(marks: dict[str, list[float]]):
             setattr(owner, name, original)
 
 
-def phases(stack: Stack, count: int, writes: bool, pause: float) -> dict[str, float]:
+def phases(stack: Stack, count: int, writes: bool, pause: float, fresh: bool = True) -> dict[str, float]:
+    """Median time of each phase; with `fresh` False every request repeats one text (a cache hit after the first),
+    which has only the first and the last phase."""
     marks: dict[str, list[float]] = {name: [] for phase in PHASES for name in phase[:2]}
     run = secrets.token_hex(4)
     submit = verdict_cache.BackgroundWriter.submit
@@ -77,17 +81,15 @@ def phases(stack: Stack, count: int, writes: bool, pause: float) -> dict[str, fl
             app = make_app("gateway", stack.config())  # built inside: the scan client binds its steps at start
             for index in range(count):
                 marks["request start"].append(time.perf_counter())
-                call(app, chat_body(f"Unique prompt {run} {index}: summarise this."))
+                call(app, chat_body(f"Unique prompt {run} {index if fresh else 0}: summarise this."))
                 marks["request end"].append(time.perf_counter())
                 if pause:
                     time.sleep(pause)
     finally:
         verdict_cache.BackgroundWriter.submit = submit
-    result = {label: statistics.median(b - a for a, b in zip(marks[start][SKIPPED:], marks[end][SKIPPED:]))
-              for start, end, label in PHASES}
-    result["whole request"] = statistics.median(
-        b - a for a, b in zip(marks["request start"][SKIPPED:], marks["request end"][SKIPPED:]))
-    return result
+    spans = [*PHASES, ("request start", "request end", "whole request")]
+    return {label: statistics.median([b - a for a, b in zip(marks[start][SKIPPED:], marks[end][SKIPPED:])] or [nan])
+            for start, end, label in spans}
 
 
 def main() -> None:
@@ -98,10 +100,12 @@ def main() -> None:
     pause = args.pause_ms / 1000
     with Stack() as stack:
         logging.getLogger("lockllm_wsgi.requests").addHandler(logging.NullHandler())  # log cost stays, no tty
-        stored, unstored = (phases(stack, args.count, writes=True, pause=pause),
-                            phases(stack, args.count, writes=False, pause=pause))
-    rows = [[label, f"{stored[label] * 1000:.3f}", f"{unstored[label] * 1000:.3f}"] for label in stored]
-    print(table(["phase of a miss", "median ms", "writes dropped, ms"], rows))
+        runs = (phases(stack, args.count, writes=True, pause=pause),
+                phases(stack, args.count, writes=False, pause=pause),
+                phases(stack, args.count, writes=True, pause=pause, fresh=False))
+    rows = [[label, *(f"{run[label] * 1000:.3f}" if run[label] == run[label] else "-" for run in runs)]
+            for label in runs[0]]
+    print(table(["phase of a miss", "median ms", "writes dropped, ms", "a cache hit, ms"], rows))
 
 
 if __name__ == "__main__":
