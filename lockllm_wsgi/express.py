@@ -113,8 +113,8 @@ def express_command(settings: Settings, config_path: str, host: str, port: int, 
         "--processes", values["LOCKLLM_PROCESSES"], "--threads", values["LOCKLLM_THREADS"],
         # Apache's own front threads, each held by a request for its whole life (a scan, then the provider's
         # answer): express starts a fifth of them and Apache forks more at most once a second, so a burst after
-        # start or a quiet spell queued for seconds in front of idle daemons (50 clients at once: p50 2.3 scan
-        # round trips for the first burst, 1.4 once warm; docs/benchmarks.md, round seven). All start, and stay.
+        # start or a quiet spell queued in front of idle daemons (50 clients at once on a fresh server: p50 2.1-2.3
+        # scan round trips, 1.4 with every thread started; docs/benchmarks.md, round seven). All start, and stay.
         "--initial-workers", "1", "--minimum-spare-workers", "1", "--maximum-spare-workers", "1",
         # A long generation keeps a request open for minutes: neither Apache nor the daemon may cut it first.
         "--socket-timeout", values["LOCKLLM_SOCKET_TIMEOUT"], "--request-timeout", values["LOCKLLM_REQUEST_TIMEOUT"],
