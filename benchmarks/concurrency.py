@@ -15,6 +15,7 @@ setting)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
@@ -96,8 +97,7 @@ def against_floor(stack: Stack, served: str, trip: float,
 
 def burst_rows(stack: Stack, served: str, url: str, clients: int, rounds: int, trip: float) -> list[list[object]]:
     """The burst against a scanner answering at once (the floor), then against one taking `trip`."""
-    def measure() -> tuple[list[float], float]:
-        return burst(stack, url, clients, rounds)
+    measure = functools.partial(burst, stack, url, clients, rounds)
     loads = [(0.0, f"{clients} clients at once, scanner answering at once (floor)", measure),
              (trip, f"{clients} clients at once, 1 fresh text each", measure)]
     return against_floor(stack, served, trip, loads)
@@ -107,8 +107,7 @@ def first_turn_rows(stack: Stack, served: str, url: str, texts: int, trip: float
     """Three first turns against the scanner taking `trip`, then three against one answering at once (the floor:
     the calls' own CPU, which one process's GIL runs one at a time). The slow scanner goes first, so its turns are
     the ones that start the scan pool's threads and open its connections: the difference errs high, not low."""
-    def measure() -> tuple[list[float], float]:
-        return first_turns(stack, url, texts)
+    measure = functools.partial(first_turns, stack, url, texts)
     loads = [(trip, f"first turn, {texts} fresh texts", measure),
              (0.0, f"first turn, {texts} fresh texts, scanner answering at once (floor)", measure)]
     return against_floor(stack, served, trip, loads)

@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
-from math import nan
+from math import isnan, nan
 
 import requests
 
@@ -103,7 +103,7 @@ def main() -> None:
         runs = (phases(stack, args.count, writes=True, pause=pause),
                 phases(stack, args.count, writes=False, pause=pause),
                 phases(stack, args.count, writes=True, pause=pause, fresh=False))
-    rows = [[label, *(f"{run[label] * 1000:.3f}" if run[label] == run[label] else "-" for run in runs)]
+    rows = [[label, *("-" if isnan(run[label]) else f"{run[label] * 1000:.3f}" for run in runs)]
             for label in runs[0]]
     print(table(["phase of a miss", "median ms", "writes dropped, ms", "a cache hit, ms"], rows))
 
